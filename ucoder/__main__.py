@@ -1,0 +1,5 @@
+import sys
+
+from ucoder.cli import main
+
+sys.exit(main())
