@@ -1,0 +1,65 @@
+"""Hidden-state correctness probes for any Hugging Face causal LM.
+
+Small linear/MLP heads read a model's hidden states at a chosen layer and token position
+and predict whether a completion is correct. They train from any boolean label (real test
+results, or execution-consensus membership, which needs no ground truth), and a saved
+probe scores code from any source with its own base model as the reader. This package
+imports nothing from ``ucoder``.
+
+Usage::
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from probes import extract_features, fit_probe, save_probe, load_probe, ProbeScorer
+
+    model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
+    feats = extract_features(model, tok, prompts, completions, layers=[-1])  # [N, 1, H]
+    probe, metrics = fit_probe(feats[:, 0], labels, problem_ids, kind="linear")
+    print(metrics["val/auroc"])
+    save_probe(probe, "probe_dir", model=model)
+    scores = ProbeScorer(model, tok, load_probe("probe_dir", model)).score(prompts, completions)
+"""
+
+from probes.data import ProbeDataModule, group_kfold, grouped_split
+from probes.extract import POSITIONS, extract_features, hidden_size, num_hidden_layers
+from probes.fit import binary_metrics, evaluate_probe, fit_probe
+from probes.io import (
+    ProbeCompatibilityError,
+    StoredFeatures,
+    load_features,
+    load_probe,
+    model_fingerprint,
+    save_features,
+    save_probe,
+)
+from probes.modules import PROBE_KINDS, LinearProbe, MLPProbe, ProbeModule, build_probe
+from probes.scorer import ProbeScorer
+from probes.sweep import SweepResult, layer_sweep
+
+__all__ = [
+    "POSITIONS",
+    "PROBE_KINDS",
+    "LinearProbe",
+    "MLPProbe",
+    "ProbeCompatibilityError",
+    "ProbeDataModule",
+    "ProbeModule",
+    "ProbeScorer",
+    "StoredFeatures",
+    "SweepResult",
+    "binary_metrics",
+    "build_probe",
+    "evaluate_probe",
+    "extract_features",
+    "fit_probe",
+    "group_kfold",
+    "grouped_split",
+    "hidden_size",
+    "layer_sweep",
+    "load_features",
+    "load_probe",
+    "model_fingerprint",
+    "num_hidden_layers",
+    "save_features",
+    "save_probe",
+]
