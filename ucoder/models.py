@@ -102,14 +102,26 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_bf16_fast() -> bool:
+    """Whether this CPU has native bfloat16 matmuls (oneDNN AVX512-BF16/AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def bnb_config(opts: FourBitOptions, device: str = "cpu"):
     """Build a ``BitsAndBytesConfig`` for 4-bit loading from :class:`FourBitOptions`."""
     from transformers import BitsAndBytesConfig
 
     _check(opts.quant_type in ("nf4", "fp4"), "quant.quant_type", opts.quant_type, "'nf4' or 'fp4'")
     if opts.compute_dtype == "auto":
-        compute = torch.bfloat16 if (device.startswith("cuda") and torch.cuda.is_bf16_supported()) \
-            or device == "cpu" else torch.float16
+        if device == "cpu":
+            # Without native bf16 (AVX512-BF16/AMX) bf16 matmuls are ~10x slower than fp32.
+            compute = torch.bfloat16 if cpu_bf16_fast() else torch.float32
+        else:
+            compute = torch.bfloat16 if device.startswith("cuda") and \
+                torch.cuda.is_bf16_supported() else torch.float16
     else:
         _check(opts.compute_dtype in DTYPES, "quant.compute_dtype", opts.compute_dtype,
                f"'auto' or one of {sorted(DTYPES)}")
