@@ -1,0 +1,154 @@
+"""The child side of a job (stdlib only): enter the limits, run the candidate, report.
+
+Runs in the process the fork server forked for one job. Verdicts are written to a
+shared-memory area the server mapped for this job alone (no pipe wake-ups per test):
+a little-endian u64 holding the length of the valid data, then one line per record,
+``<nonce> <json>``. The length is stored after the record, so a job killed mid-write
+leaves only whole records. The candidate's stdout/stderr go to a separate pipe.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import os
+import resource
+import signal
+import struct
+import sys
+
+if __package__:
+    from ucoder.sandbox.canon import behaviour_hash, canonical_repr
+else:  # imported by worker.py started as a script inside the isolation
+    from canon import behaviour_hash, canonical_repr
+
+PR_SET_PDEATHSIG = 1
+HEADER = struct.Struct("<Q")
+RECORD_BYTES = 4096  # upper bound of one encoded record (output and error are cut)
+OUTPUT_CHARS = 256  # TestResult.output is cut to this many characters
+ERROR_CHARS = 300
+# Bound before any candidate code runs: a candidate may patch the modules later.
+_exit, _dumps, _kill, _pack = os._exit, json.dumps, os.kill, HEADER.pack_into
+
+
+def area_size(n_tests: int) -> int:
+    """Bytes of shared memory a job with ``n_tests`` tests needs for its records."""
+    return HEADER.size + RECORD_BYTES * (n_tests + 4)
+
+
+def _err(exc: BaseException) -> str:
+    try:
+        message = str(exc)
+    except BaseException:  # a candidate's __str__ may raise
+        message = ""
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+def run(code: str, tests: list[str], area, nonce: bytes, kill_all: bool) -> None:
+    """Run the candidate and its tests, recording each outcome in ``area``; never returns.
+
+    ``kill_all``: the job has a uid of its own, so ``kill(-1)`` before the final record
+    removes every process it started, detached or not.
+    """
+    pos = [HEADER.size]
+    mem_marker = nonce + b' {"k":"m"}\n'  # pre-built: must be writable with no memory left
+
+    def put(line: bytes) -> None:
+        end = pos[0] + len(line)
+        area[pos[0]:end] = line
+        _pack(area, 0, end)  # after the data: a reader never sees half a record
+        pos[0] = end
+
+    def report(rec: dict) -> None:
+        try:
+            put(nonce + b" " + _dumps(rec, ensure_ascii=False).encode(
+                "utf-8", "backslashreplace") + b"\n")
+        except MemoryError:
+            put(mem_marker)
+            _exit(3)
+
+    g: dict = {"__name__": "__candidate__", "__builtins__": builtins}
+    try:
+        exec(compile(code, "<candidate>", "exec"), g)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt are failures too
+        exc.__traceback__ = None  # frees what a memory bomb held before we report
+        report({"k": "c", "ok": False, "e": _err(exc), "m": isinstance(exc, MemoryError)})
+    else:
+        report({"k": "c", "ok": True})
+        for i, test in enumerate(tests):
+            report(_run_test(i, test, g))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    if kill_all:
+        try:
+            _kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+    report({"k": "e"})
+    _exit(0)
+
+
+def _run_test(i: int, test: str, g: dict) -> dict:
+    try:
+        name = f"<test {i}>"
+        if test.lstrip().startswith("assert"):
+            compiled, is_expr = compile(test, name, "exec"), False
+        else:
+            try:
+                compiled, is_expr = compile(test, name, "eval"), True
+            except SyntaxError:
+                compiled, is_expr = compile(test, name, "exec"), False
+        value = eval(compiled, g)
+        if not is_expr:
+            return {"k": "t", "i": i, "s": "passed", "h": behaviour_hash("<ok>")}
+        text = canonical_repr(value)
+        return {"k": "t", "i": i, "s": "passed", "o": text[:OUTPUT_CHARS],
+                "h": behaviour_hash(text)}
+    except BaseException as exc:
+        exc.__traceback__ = None
+        status = "failed" if isinstance(exc, AssertionError) else "error"
+        return {"k": "t", "i": i, "s": status, "e": _err(exc),
+                "h": behaviour_hash(f"<raise {type(exc).__name__}>"),
+                "m": isinstance(exc, MemoryError)}
+
+
+def enter(cfg: dict, job: dict, out: int, libc) -> None:
+    """In the forked child: session, descriptors, limits, identity. Order matters.
+
+    The server already made fd 0 /dev/null, line-buffered sys.stdout/stderr and set
+    HOME/TMPDIR to the (fixed) scratch path, so that per-job work stays small.
+    """
+    os.setsid()
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    # Everything else goes, above all the server's job and result pipes.
+    os.closerange(3, 1 << 16)
+    os.chdir(cfg["scratch"])
+    limits = [
+        (resource.RLIMIT_AS, job["memory_mb"] << 20),
+        (resource.RLIMIT_FSIZE, cfg["fsize_mb"] << 20),
+        (resource.RLIMIT_NOFILE, cfg["nofile"]),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    if cfg["nproc"]:
+        limits.append((resource.RLIMIT_NPROC, cfg["nproc"]))
+    for res, value in limits:
+        resource.setrlimit(res, (value, value))
+    cpu = math.ceil(job["timeout"]) + 1  # a backstop to the wall clock: SIGXCPU, SIGKILL
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    uid = cfg["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    if cfg["sweep"] in ("uid", "children"):
+        # Without a pid namespace the job would outlive a dead server; set after setuid,
+        # which clears it.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if "random" in sys.modules:
+        sys.modules["random"].seed(0)  # the same behaviour in every child: stable hashes

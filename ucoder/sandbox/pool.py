@@ -1,0 +1,284 @@
+"""The warm worker pool: one fork server per core, jobs streamed to them, results back.
+
+Each worker gets up to ``PIPELINE`` jobs ahead so it never waits for this process.
+The fork server enforces each job's wall clock itself; this side is the backstop: a
+worker that owes a result for longer than the job's timeout + ``GRACE_S`` (stopped,
+killed from inside, wedged) is killed with its whole process group and replaced, and
+the job it was running gets a ``timeout``/``crashed`` result. Other jobs go back in line.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from ucoder.sandbox.jobs import (
+    MIN_MEMORY_MB,
+    Job,
+    JobError,
+    Result,
+    TestResult,
+    error_result,
+    job_from_dict,
+)
+from ucoder.sandbox.tiers import (
+    choose_tier,
+    missing_protections,
+    worker_command,
+    worker_config,
+    worker_env,
+)
+
+log = logging.getLogger("ucoder.sandbox")
+
+PIPELINE = 2
+GRACE_S = 3.0
+START_TIMEOUT_S = 60.0
+
+
+class _Worker:
+    """One fork server process and the jobs it owes results for."""
+
+    def __init__(self, tier: str, index: int, scratch_root: str):
+        if tier != "bwrap":  # bwrap workers each have a private /tmp of their own
+            scratch_root = os.path.join(scratch_root, f"w{index}")
+            os.makedirs(scratch_root, mode=0o711, exist_ok=True)
+        cfg = worker_config(tier, index, "/tmp" if tier == "bwrap" else scratch_root)
+        self.uid = cfg["uid"]
+        self.proc = subprocess.Popen(
+            worker_command(tier, json.dumps(cfg)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=worker_env(), cwd=cfg["scratch_root"],
+            start_new_session=True, bufsize=0)
+        self.out_fd = self.proc.stdout.fileno()
+        self.buf = bytearray()
+        self.inflight: deque[tuple[int, Job]] = deque()
+        self.head_since = time.monotonic()
+        hello = self._read_line(START_TIMEOUT_S)
+        if not hello or not json.loads(hello).get("hello"):
+            self.kill()
+            raise RuntimeError(f"sandbox worker ({tier}) failed to start; "
+                               f"command: {' '.join(worker_command(tier, '<cfg>'))}")
+        self.info = json.loads(hello)
+
+    def _read_line(self, timeout: float) -> bytes | None:
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.out_fd], [], [], left)[0]:
+                return None
+            data = os.read(self.out_fd, 1 << 16)
+            if not data:
+                return None
+            self.buf += data
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf = bytearray(rest)
+        return line
+
+    def send(self, index: int, job: Job, timeout: float, memory_mb: int) -> None:
+        if not self.inflight:
+            self.head_since = time.monotonic()
+        self.inflight.append((index, job))
+        msg = {"i": index, "code": job.code, "tests": job.tests, "timeout": timeout,
+               "memory_mb": memory_mb}
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())  # raw: writes it all
+
+    def take_lines(self, data: bytes) -> list[dict]:
+        self.buf += data
+        *lines, rest = bytes(self.buf).split(b"\n")
+        self.buf = bytearray(rest)
+        return [json.loads(line) for line in lines if line]
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap and all it started
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            stream.close()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # the server sweeps and exits on EOF
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class Sandbox:
+    """Run untrusted Python jobs in isolated, warm workers.
+
+    Args:
+        workers: number of fork servers (``None``: one per CPU core).
+        timeout: default wall-clock seconds per job (its code and all its tests).
+        memory_mb: default address-space limit per job in MiB.
+        tier: ``auto`` (bubblewrap when it works here, else rlimits), ``bwrap`` or
+            ``rlimit``.
+
+    Use as a context manager, or call :meth:`close` (also registered with atexit).
+    """
+
+    def __init__(self, workers: int | None = None, timeout: float = 5.0,
+                 memory_mb: int = 512, tier: str = "auto"):
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers={workers!r} is not allowed; use a positive integer "
+                             "or None for one per core")
+        if not timeout > 0:
+            raise ValueError(f"timeout={timeout!r} is not allowed; use seconds > 0")
+        if not (isinstance(memory_mb, int) and memory_mb >= MIN_MEMORY_MB):
+            raise ValueError(f"memory_mb={memory_mb!r} is not allowed; use an integer "
+                             f">= {MIN_MEMORY_MB}")
+        self.n_workers = workers or os.cpu_count() or 1
+        self.timeout, self.memory_mb = float(timeout), memory_mb
+        self.tier = choose_tier(tier)
+        self._workers: list[_Worker] = []
+        self._scratch: str | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Sandbox is closed; create a new one")
+        if self._workers:
+            return
+        missing = missing_protections(self.tier)
+        if missing:
+            log.warning("sandbox tier %s: missing protections: %s", self.tier,
+                        "; ".join(missing))
+        else:
+            log.info("sandbox tier %s: no network, read-only file system, private /tmp, "
+                     "pid namespace per job, uid 65534", self.tier)
+        if self.tier == "rlimit":
+            self._scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-")
+            os.chmod(self._scratch, 0o711)  # job uids reach their own subdir, list nothing
+        self._workers = [self._spawn(i) for i in range(self.n_workers)]
+
+    def _spawn(self, index: int) -> _Worker:
+        return _Worker(self.tier, index, self._scratch or "/tmp")
+
+    def close(self) -> None:
+        """Stop the workers (each sweeps its leftovers) and remove scratch space."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the running worker processes (bwrap or python), for inspection."""
+        return [w.proc.pid for w in self._workers]
+
+    # ------------------------------------------------------------------ running
+    def run(self, jobs: Iterable[Job | dict], progress: bool = False) -> list[Result]:
+        """Run every job; one :class:`Result` per job, in input order.
+
+        Dicts use the JSONL input shape; a malformed one becomes an ``error`` result
+        naming its position and field, and the other jobs still run.
+        """
+        items = list(jobs)
+        results: list[Result | None] = [None] * len(items)
+        todo: deque[tuple[int, Job]] = deque()
+        for k, item in enumerate(items):
+            try:
+                todo.append((k, item if isinstance(item, Job) else
+                             job_from_dict(item, where=f"job {k}")))
+            except JobError as err:
+                job_id = item.get("id") if isinstance(item, dict) else None
+                results[k] = error_result(job_id, str(err), self.tier)
+        with self._lock:
+            self._start()
+            bar = _progress(len(items), progress)
+            bar.update(len(items) - len(todo))
+            try:
+                self._loop(todo, results, bar)
+            finally:
+                bar.close()
+        return results  # type: ignore[return-value]
+
+    def _limits(self, job: Job) -> tuple[float, int]:
+        return (job.timeout or self.timeout, job.memory_mb or self.memory_mb)
+
+    def _loop(self, todo: deque, results: list, bar) -> None:
+        by_fd = {w.out_fd: w for w in self._workers}
+        while todo or any(w.inflight for w in self._workers):
+            for w in self._workers:
+                while todo and len(w.inflight) < PIPELINE:
+                    k, job = todo.popleft()
+                    w.send(k, job, *self._limits(job))
+            now = time.monotonic()
+            busy = [w for w in self._workers if w.inflight]
+            wait = min(w.head_since + self._limits(w.inflight[0][1])[0] + GRACE_S - now
+                       for w in busy)
+            ready, _, _ = select.select([w.out_fd for w in busy], [], [], max(wait, 0))
+            for fd in ready:
+                w = by_fd[fd]
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    self._replace(w, "crashed", "the sandbox worker died", todo, results, bar)
+                    by_fd = {x.out_fd: x for x in self._workers}
+                    continue
+                for msg in w.take_lines(data):
+                    k, job = w.inflight.popleft()
+                    w.head_since = time.monotonic()
+                    results[k] = self._result(job, msg)
+                    bar.update(1)
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.inflight and now > (w.head_since + self._limits(w.inflight[0][1])[0]
+                                         + GRACE_S):
+                    self._replace(w, "timeout", "the sandbox worker did not answer in time "
+                                  "and was killed", todo, results, bar)
+                    by_fd = {x.out_fd: x for x in self._workers}
+
+    def _replace(self, w: _Worker, status: str, why: str, todo: deque, results: list,
+                 bar) -> None:
+        """Kill a broken worker, fail the job it was running, requeue the rest."""
+        k, job = w.inflight.popleft()
+        results[k] = Result(id=job.id, status=status, tests=[
+            TestResult(False, "skipped") for _ in job.tests], duration_s=0.0,
+            tier=self.tier, error=why)
+        bar.update(1)
+        todo.extendleft(reversed(w.inflight))
+        w.kill()
+        i = self._workers.index(w)
+        self._workers[i] = self._spawn(i)
+
+    def _result(self, job: Job, msg: dict) -> Result:
+        return Result(
+            id=job.id, status=msg["status"],
+            tests=[TestResult(*t) for t in msg.get("tests", [])],
+            duration_s=round(msg.get("duration_s", 0.0), 6), tier=self.tier,
+            error=msg.get("error"), stdout=msg.get("stdout"))
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="job", desc="sandbox",
+                dynamic_ncols=True)
