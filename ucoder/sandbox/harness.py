@@ -1,15 +1,17 @@
 """The child side of a job (stdlib only): enter the limits, run the candidate, report.
 
-Runs in the process the fork server forked for one job. Verdicts are written to a
-shared-memory area the server mapped for this job alone (no pipe wake-ups per test):
-a little-endian u64 holding the length of the valid data, then one line per record,
-``<nonce> <json>``. The length is stored after the record, so a job killed mid-write
-leaves only whole records. The candidate's stdout/stderr go to a separate pipe.
+Runs in the process cloned for one job. Job and verdicts travel through a shared-memory
+area mapped by the server (no pipe wake-ups per test). Layout: at ``JOB_OFFSET`` a u64
+length, the job's 16-byte nonce and the job's JSON line, written by the server; at 0 a
+u64 length of the valid record bytes, then one line per record, ``<nonce> <json>``,
+written by the harness. The length is stored after each record, so a job killed
+mid-write leaves only whole records. The candidate's stdout/stderr go to a pipe.
 """
 
 from __future__ import annotations
 
 import builtins
+import gc
 import json
 import math
 import os
@@ -25,16 +27,41 @@ else:  # imported by worker.py started as a script inside the isolation
 
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("<Q")
-RECORD_BYTES = 4096  # upper bound of one encoded record (output and error are cut)
+JOB_OFFSET = 4 << 20  # records below, the job above
+AREA_SIZE = 8 << 20
+MAX_JOB_BYTES = AREA_SIZE - JOB_OFFSET - HEADER.size - 16
+RECORD_BYTES = 3072  # one record at most (1000 tests fit below JOB_OFFSET)
 OUTPUT_CHARS = 256  # TestResult.output is cut to this many characters
 ERROR_CHARS = 300
 # Bound before any candidate code runs: a candidate may patch the modules later.
 _exit, _dumps, _kill, _pack = os._exit, json.dumps, os.kill, HEADER.pack_into
 
 
-def area_size(n_tests: int) -> int:
-    """Bytes of shared memory a job with ``n_tests`` tests needs for its records."""
-    return HEADER.size + RECORD_BYTES * (n_tests + 4)
+def put_job(area, nonce: bytes, line: bytes) -> None:
+    """Server side: place the next job and clear the records."""
+    if len(line) > MAX_JOB_BYTES:
+        raise ValueError(f"job of {len(line)} bytes exceeds {MAX_JOB_BYTES}")
+    start = JOB_OFFSET + HEADER.size
+    area[start:start + 16] = nonce
+    area[start + 16:start + 16 + len(line)] = line
+    HEADER.pack_into(area, JOB_OFFSET, len(line))
+    HEADER.pack_into(area, 0, HEADER.size)
+
+
+def read_records(area) -> bytes:
+    """Server side: the record bytes the harness wrote (never beyond its region)."""
+    end = min(max(HEADER.unpack_from(area, 0)[0], HEADER.size), JOB_OFFSET)
+    return area[HEADER.size:end]
+
+
+def child_main(area, out: int, cfg: dict) -> None:
+    """Entry point of a freshly cloned job process; never returns."""
+    start = JOB_OFFSET + HEADER.size
+    size = HEADER.unpack_from(area, JOB_OFFSET)[0]
+    nonce = area[start:start + 16]
+    job = json.loads(area[start + 16:start + 16 + size])
+    enter(cfg, job, out)
+    run(job["code"], job["tests"], area, nonce, cfg["sweep"] == "uid")
 
 
 def _err(exc: BaseException) -> str:
@@ -63,8 +90,11 @@ def run(code: str, tests: list[str], area, nonce: bytes, kill_all: bool) -> None
 
     def report(rec: dict) -> None:
         try:
-            put(nonce + b" " + _dumps(rec, ensure_ascii=False).encode(
-                "utf-8", "backslashreplace") + b"\n")
+            line = nonce + b" " + _dumps(rec).encode() + b"\n"
+            if len(line) > RECORD_BYTES:  # escapes can make a cut text long in bytes
+                rec.update(o=rec.get("o") and rec["o"][:64], e=rec.get("e") and rec["e"][:64])
+                line = nonce + b" " + _dumps(rec).encode() + b"\n"
+            put(line)
         except MemoryError:
             put(mem_marker)
             _exit(3)
@@ -117,7 +147,7 @@ def _run_test(i: int, test: str, g: dict) -> dict:
                 "m": isinstance(exc, MemoryError)}
 
 
-def enter(cfg: dict, job: dict, out: int, libc) -> None:
+def enter(cfg: dict, job: dict, out: int) -> None:
     """In the forked child: session, descriptors, limits, identity. Order matters.
 
     The server already made fd 0 /dev/null, line-buffered sys.stdout/stderr and set
@@ -149,6 +179,9 @@ def enter(cfg: dict, job: dict, out: int, libc) -> None:
     if cfg["sweep"] in ("uid", "children"):
         # Without a pid namespace the job would outlive a dead server; set after setuid,
         # which clears it.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if "random" in sys.modules:
         sys.modules["random"].seed(0)  # the same behaviour in every child: stable hashes
+    gc.disable()  # a job lives milliseconds; collections would only copy shared pages

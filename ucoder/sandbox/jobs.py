@@ -20,6 +20,8 @@ TEST_STATUSES = ("passed", "failed", "error", "timeout", "skipped")
 MAX_TIMEOUT_S = 600.0
 MIN_MEMORY_MB = 64
 MAX_MEMORY_MB = 1 << 20
+MAX_TESTS = 1000  # the verdict area holds this many records
+MAX_JOB_BYTES = 512 << 10  # code + tests; escaped as JSON (<= 6x) they fit the job area
 
 
 @dataclass
@@ -127,9 +129,16 @@ def job_from_dict(obj: Any, where: str = "job") -> Job:
     tests = obj["tests"]
     if not isinstance(tests, list):
         raise JobError(where, "tests", f"must be a list of strings, got {_type_name(tests)}")
+    if len(tests) > MAX_TESTS:
+        raise JobError(where, "tests", f"has {len(tests)} tests; at most {MAX_TESTS} allowed")
     for i, test in enumerate(tests):
         if not isinstance(test, str):
             raise JobError(where, f"tests[{i}]", f"must be a string, got {_type_name(test)}")
+    size = len(obj["code"].encode("utf-8", "surrogatepass")) + sum(
+        len(t.encode("utf-8", "surrogatepass")) for t in tests)
+    if size > MAX_JOB_BYTES:
+        raise JobError(where, "code", f"and tests total {size} bytes; at most "
+                       f"{MAX_JOB_BYTES} allowed")
     timeout = obj.get("timeout")
     if timeout is not None:
         ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
