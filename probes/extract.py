@@ -64,13 +64,27 @@ def resolve_layers(layers: int | Sequence[int], n_layers: int) -> list[int]:
     return out
 
 
-def _encode(tokenizer, prompts: Sequence[str], completions: Sequence[Completion]):
+def _prompt_ids(tokenizer, prompt: str, add_special_tokens: bool | None) -> list[int]:
+    if add_special_tokens is None:
+        # Chat-templated text usually starts with the BOS token already; adding another
+        # would not match what the model saw while generating.
+        bos = getattr(tokenizer, "bos_token", None)
+        add_special_tokens = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+
+
+def _encode(
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[Completion],
+    add_special_tokens: bool | None = None,
+):
     """Token ids per row and the number of prompt tokens per row."""
     if len(prompts) != len(completions):
         raise ValueError(
             f"prompts and completions differ in length ({len(prompts)} vs {len(completions)})"
         )
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    prompt_ids = [_prompt_ids(tokenizer, p, add_special_tokens) for p in prompts]
     texts = [c for c in completions if isinstance(c, str)]
     text_ids = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
     rows = []
@@ -130,6 +144,7 @@ def extract_features(
     position: Position = "last_completion",
     batch_size: int = 8,
     max_length: int | None = None,
+    add_special_tokens: bool | None = None,
 ) -> torch.Tensor:
     """Hidden states at one token position for each (prompt, completion) pair.
 
@@ -142,6 +157,8 @@ def extract_features(
         position: ``last_completion``, ``last_prompt`` or ``mean_completion``.
         batch_size: rows per forward pass.
         max_length: if set, a longer row raises instead of running out of memory.
+        add_special_tokens: add the tokenizer's special tokens (e.g. BOS) to the prompt;
+            ``None`` adds them unless the prompt already starts with the BOS token.
 
     Returns:
         ``float32`` tensor ``[N, len(layers), hidden]`` on the CPU, rows in input order.
@@ -151,7 +168,7 @@ def extract_features(
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     idx = resolve_layers(layers, num_hidden_layers(model))
-    rows = _encode(tokenizer, prompts, completions)
+    rows = _encode(tokenizer, prompts, completions, add_special_tokens)
     if max_length is not None:
         for i, (ids, _) in enumerate(rows):
             if len(ids) > max_length:

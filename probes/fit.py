@@ -104,7 +104,7 @@ def fit_probe(
     *,
     val_fraction: float = 0.2,
     patience: int = 10,
-    batch_size: int = 256,
+    batch_size: int = 64,
     train_index: Sequence[int] | None = None,
     val_index: Sequence[int] | None = None,
     layer: int = -1,
@@ -138,8 +138,11 @@ def fit_probe(
     )
     if int(dm.labels[torch.as_tensor(dm.train_index)].sum()) == 0:
         warnings.warn("fit_probe: the training rows hold no positive label", stacklevel=2)
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        # Probe steps are tiny matrix products: extra threads only add sync overhead.
+        torch.set_num_threads(1)
         probe = build_probe(kind, dm.features.shape[1], **hparams)
         probe.head.set_normalization(*dm.normalization())
         probe.pos_weight.fill_(dm.pos_weight())
@@ -161,7 +164,10 @@ def fit_probe(
                 callbacks=callbacks,
                 deterministic=False,
             )
-            trainer.fit(probe, datamodule=dm)
+            try:
+                trainer.fit(probe, datamodule=dm)
+            finally:
+                torch.set_num_threads(threads)
     if keep.state is not None:
         probe.load_state_dict(keep.state)
     probe.eval()

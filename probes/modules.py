@@ -148,7 +148,7 @@ class LinearProbe(ProbeModule):
     kind = "linear"
 
     def __init__(
-        self, hidden_size: int, lr: float = 1e-3, weight_decay: float = 1e-2, dropout: float = 0.0
+        self, hidden_size: int, lr: float = 1e-2, weight_decay: float = 1e-2, dropout: float = 0.0
     ):
         super().__init__(ProbeHead(hidden_size, 0, dropout), lr, weight_decay)
         self.save_hyperparameters()

