@@ -114,12 +114,14 @@ def run(code: str, tests: list[str], area, nonce: bytes, kill_all: bool) -> None
             stream.flush()
         except BaseException:
             pass
+    left = False
     if kill_all:
         try:
             _kill(-1, signal.SIGKILL)
+            left = True  # something was there: the server waits until it is reaped
         except OSError:
-            pass
-    report({"k": "e"})
+            pass  # ESRCH: the job left nothing behind
+    report({"k": "e", "l": left})
     _exit(0)
 
 

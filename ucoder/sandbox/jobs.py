@@ -90,7 +90,13 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL output line (a plain dict)."""
-        return asdict(self)
+        # Written out rather than dataclasses.asdict: this runs once per job, and asdict's
+        # recursive deep copy costs more than the rest of the bookkeeping.
+        return {"id": self.id, "status": self.status,
+                "tests": [{"passed": t.passed, "status": t.status, "output": t.output,
+                           "hash": t.hash, "error": t.error} for t in self.tests],
+                "duration_s": self.duration_s, "tier": self.tier, "error": self.error,
+                "stdout": self.stdout}
 
 
 class JobError(ValueError):

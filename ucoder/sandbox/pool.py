@@ -190,6 +190,12 @@ class Sandbox:
         self.close()
 
     @property
+    def job_uids(self) -> list[int]:
+        """The uids jobs run as (empty when not root: jobs keep the caller's uid)."""
+        self._start()
+        return sorted({w.uid for w in self._workers if w.uid is not None})
+
+    @property
     def worker_pids(self) -> list[int]:
         """Pids of the running worker processes (bwrap or python), for inspection."""
         return [w.proc.pid for w in self._workers]

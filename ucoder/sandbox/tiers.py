@@ -55,6 +55,8 @@ def worker_env() -> dict[str, str]:
         "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
         "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        # Resolve symbols once in the server, not again (a page copy) in every job.
+        "LD_BIND_NOW": "1",
     }
 
 
@@ -77,8 +79,16 @@ def _hide_args() -> list[str]:
         keep = [k for k in keep if not any(_inside(k, o) and k != o for o in keep)]
         if h in keep:
             continue  # Python lives right there; hiding it would hide the interpreter
-        args += ["--tmpfs", h]
+        args += ["--perms", "0755", "--tmpfs", h]
+        made: set[str] = set()
         for k in keep:
+            # bwrap would create the missing parents 0700: the job's uid could not pass.
+            parts = k[len(h):].strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = h.rstrip("/") + "/" + "/".join(parts[:i])
+                if d not in made:
+                    made.add(d)
+                    args += ["--perms", "0755", "--dir", d]
             args += ["--ro-bind", k, k]
     return args
 

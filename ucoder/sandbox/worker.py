@@ -153,6 +153,8 @@ class Server:
                     f"memory_mb={job['memory_mb']} is below the interpreter's own address "
                     f"space; use at least {need}"}
         scratch, uid = self.cfg["scratch"], self.cfg["uid"]
+        if os.path.lexists(scratch):  # left by a worker killed before it could clean up
+            _remove(scratch)
         os.mkdir(scratch, 0o700)
         if uid is not None:
             os.chown(scratch, uid, uid)
@@ -170,9 +172,10 @@ class Server:
         watch["duration_s"] = time.perf_counter() - start
         watch["records"], watch["forged"] = verdicts.parse_records(
             harness.read_records(self.area), nonce)
-        ended = any(rec.get("k") == "e" for rec in watch["records"])
-        # In "uid" mode the harness itself kills the job's uid before its final record.
-        if self.cfg["sweep"] in ("kill_all", "children") or not ended:
+        end = [rec for rec in watch["records"] if rec.get("k") == "e"]
+        # In "uid" mode the harness itself kills the job's uid before its final record
+        # and says whether there was anything to kill.
+        if self.cfg["sweep"] in ("kill_all", "children") or not end or end[0].get("l"):
             self.sweep()
         self.reap_orphans()
         _remove(scratch)
@@ -230,17 +233,16 @@ class Server:
         keep = {1, os.getpid(), self.spawner_pid}
         if mode == "uid":
             pid = os.fork()
-            if pid == 0:  # as the job's uid, kill(-1) reaches exactly the job's processes
-                try:
+            if pid == 0:  # as the job's uid, kill(-1) reaches exactly the job's processes,
+                try:      # all at once (a fork bomb cannot outrun it)
                     os.setuid(self.cfg["uid"])
                     os.kill(-1, signal.SIGKILL)
                 finally:
                     os._exit(0)
             os.waitpid(pid, 0)
-            return
-        for _ in range(100):
+        for _ in range(200):
             # kill_all: our pid namespace holds only us and the job's processes;
-            # children: without one, what the job left was re-parented to us (subreaper).
+            # otherwise what the job left was re-parented to us (we are a subreaper).
             pids = _pids(None if mode == "kill_all" else os.getpid())
             pids = [p for p in pids if p not in keep]
             if not pids:
@@ -291,6 +293,9 @@ def _remove(path: str) -> None:
     try:
         os.rmdir(path)  # the common case: the job left its scratch dir empty
     except OSError as err:
+        if err.errno == errno.ENOTDIR:
+            os.unlink(path)
+            return
         if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
 
