@@ -62,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     jobs = [x for x in items if isinstance(x, Job)]
     start = time.perf_counter()
-    with Sandbox(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
-                 tier=args.tier) as sb:
+    try:
+        sb = Sandbox(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
+                     tier=args.tier)
+    except (ValueError, RuntimeError) as err:  # names the option and what is allowed
+        print(f"ucoder sandbox: {err}", file=sys.stderr)
+        return 2
+    with sb:
         done = iter(sb.run(jobs, progress=not args.no_progress))
         results = [next(done) if isinstance(x, Job) else x for x in items]
         for r in results:

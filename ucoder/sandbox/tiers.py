@@ -152,11 +152,31 @@ def choose_tier(requested: str = "auto") -> str:
     return "rlimit"
 
 
+def _reachable_by_others(path: str) -> bool:
+    """Whether a user with no special rights can enter every directory down to path."""
+    path = os.path.realpath(path)
+    parts = path.strip("/").split("/")
+    for i in range(len(parts) + 1):
+        try:
+            mode = os.stat("/" + "/".join(parts[:i])).st_mode
+        except OSError:
+            return False
+        if not mode & 0o001:
+            return False
+    return True
+
+
 def missing_protections(tier: str) -> list[str]:
+    """What the tier lacks here, for the start-up warning (empty: nothing to warn)."""
     if tier == "bwrap":
         return [] if is_root() else [
             "a separate uid per job (jobs share the worker's uid and can kill its server)"]
-    return MISSING_IN_RLIMIT + ([] if is_root() else MISSING_IN_RLIMIT_NONROOT)
+    missing = MISSING_IN_RLIMIT + ([] if is_root() else MISSING_IN_RLIMIT_NONROOT)
+    stdlib = os.path.dirname(os.__file__)
+    if is_root() and not _reachable_by_others(stdlib):
+        missing.append(f"imports beyond the preloaded modules ({stdlib} is not readable by "
+                       "the job's uid)")
+    return missing
 
 
 def _user_process_count() -> int:
