@@ -1,9 +1,12 @@
 """Generate (and cache) HumanEval candidates with the embedded model for benchmarks/probes.py.
 
-The model continues each HumanEval prompt inside its own assistant turn (the chat template
-plus a ```python fence and the prompt as ``prefix``), so a candidate's program is
-``prompt + completion`` exactly as HumanEval defines it. Rows are written after every
-chunk of problems; a rerun skips what the cache already holds (same settings only).
+The user turn asks for the HumanEval function (its prompt in a code block); the assistant
+turn starts with a ```python fence (``prefix``) and the model writes the whole function.
+A candidate's program is ``prompt + "\n" + completion``: the prompt keeps its imports and
+helpers, and the completion's ``def`` replaces the docstring-only stub. (Continuing the
+prompt inside the fence made this 135M model close the block at once in ~45 % of samples.)
+Rows are written after every chunk of problems; a rerun skips what the cache already
+holds (same settings only).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 
 from ucoder.jsonl import read_jsonl, write_jsonl
 
-INSTRUCTION = "Complete the following Python function."
-STOP = ["\n```", "\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
+INSTRUCTION = "Complete the following Python function:\n```python\n{prompt}```"
+STOP = ["```", "\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example"]
 
 
 def settings_key(args: argparse.Namespace) -> dict:
@@ -48,14 +51,11 @@ def generate_candidates(args: argparse.Namespace, path: Path) -> list[dict]:
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         t0 = time.perf_counter()
-        # One prompt per problem; the function itself goes into the assistant turn.
-        outs = []
-        for p in part:
-            outs += sampler.sample(
-                [INSTRUCTION], n=args.samples, max_new_tokens=args.max_new_tokens,
-                temperature=args.temperature, top_p=0.95, stop=STOP, seed=args.seed,
-                prefix="```python\n" + p["prompt"],
-            )  # fmt: skip
+        outs = sampler.sample(
+            [INSTRUCTION.format(prompt=p["prompt"]) for p in part], n=args.samples,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95,
+            stop=STOP, seed=args.seed + start, prefix="```python\n",
+        )  # fmt: skip
         for p, samples in zip(part, outs):
             for s in samples:
                 rows.append({
