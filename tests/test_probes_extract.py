@@ -133,3 +133,19 @@ def test_four_bit_model_on_cpu(tmp_path):
     # Quantisation perturbs the states but keeps them close to the full-precision ones.
     cos = torch.nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1))
     assert (cos > 0.9).all(), cos
+
+
+def test_probes_package_imports_nothing_from_ucoder():
+    import ast
+    from pathlib import Path
+
+    import probes
+
+    for path in Path(probes.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] == "ucoder" for n in names), path
