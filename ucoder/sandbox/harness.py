@@ -114,14 +114,12 @@ def run(code: str, tests: list[str], area, nonce: bytes, kill_all: bool) -> None
             stream.flush()
         except BaseException:
             pass
-    left = False
     if kill_all:
         try:
             _kill(-1, signal.SIGKILL)
-            left = True  # something was there: the server waits until it is reaped
         except OSError:
-            pass  # ESRCH: the job left nothing behind
-    report({"k": "e", "l": left})
+            pass
+    report({"k": "e"})
     _exit(0)
 
 
@@ -149,11 +147,34 @@ def _run_test(i: int, test: str, g: dict) -> dict:
                 "m": isinstance(exc, MemoryError)}
 
 
-def enter(cfg: dict, job: dict, out: int) -> None:
-    """In the forked child: session, descriptors, limits, identity. Order matters.
+def prepare_spawner(cfg: dict) -> None:
+    """Once, in the spawner: everything every job shares, so each job does less.
 
-    The server already made fd 0 /dev/null, line-buffered sys.stdout/stderr and set
-    HOME/TMPDIR to the (fixed) scratch path, so that per-job work stays small.
+    Limits that do not depend on the job, the group identity (the uid stays root until
+    the job, which keeps the capabilities the spawner needs), no garbage collection (a
+    job lives milliseconds; collections would only copy shared pages) and one random
+    seed that every job starts from (``_preload`` kept ``random`` from re-seeding in
+    every child, which costs time and makes behaviour differ between runs).
+    """
+    limits = [(resource.RLIMIT_FSIZE, cfg["fsize_mb"] << 20),
+              (resource.RLIMIT_NOFILE, cfg["nofile"]), (resource.RLIMIT_CORE, 0)]
+    if cfg["nproc"]:
+        limits.append((resource.RLIMIT_NPROC, cfg["nproc"]))
+    for res, value in limits:
+        resource.setrlimit(res, (value, value))
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+    gc.disable()
+    if "random" in sys.modules:
+        sys.modules["random"].seed(0)
+
+
+def enter(cfg: dict, job: dict, out: int) -> None:
+    """In the job's process: session, descriptors, job limits, uid. Order matters.
+
+    The server made fd 0 /dev/null, line-buffered sys.stdout/stderr and set HOME/TMPDIR
+    to the (fixed) scratch path; :func:`prepare_spawner` did the rest of the shared work.
     """
     os.setsid()
     os.dup2(out, 1)
@@ -161,29 +182,15 @@ def enter(cfg: dict, job: dict, out: int) -> None:
     # Everything else goes, above all the server's job and result pipes.
     os.closerange(3, 1 << 16)
     os.chdir(cfg["scratch"])
-    limits = [
-        (resource.RLIMIT_AS, job["memory_mb"] << 20),
-        (resource.RLIMIT_FSIZE, cfg["fsize_mb"] << 20),
-        (resource.RLIMIT_NOFILE, cfg["nofile"]),
-        (resource.RLIMIT_CORE, 0),
-    ]
-    if cfg["nproc"]:
-        limits.append((resource.RLIMIT_NPROC, cfg["nproc"]))
-    for res, value in limits:
-        resource.setrlimit(res, (value, value))
+    memory = job["memory_mb"] << 20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = math.ceil(job["timeout"]) + 1  # a backstop to the wall clock: SIGXCPU, SIGKILL
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    uid = cfg["uid"]
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
+    if cfg["uid"] is not None:
+        os.setuid(cfg["uid"])  # last: it also drops every capability
     if cfg["sweep"] in ("uid", "children"):
         # Without a pid namespace the job would outlive a dead server; set after setuid,
         # which clears it.
         import ctypes
 
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if "random" in sys.modules:
-        sys.modules["random"].seed(0)  # the same behaviour in every child: stable hashes
-    gc.disable()  # a job lives milliseconds; collections would only copy shared pages

@@ -116,6 +116,7 @@ class Server:
                 os.close(self.out_r)
                 self.jobs.close()
                 area, cfg = self.area, self.cfg
+                harness.prepare_spawner(cfg)
                 spawner(cmd_r, reply_w, flags,
                         lambda: harness.child_main(area, out_w, cfg))
             finally:
@@ -153,13 +154,16 @@ class Server:
                     f"memory_mb={job['memory_mb']} is below the interpreter's own address "
                     f"space; use at least {need}"}
         scratch, uid = self.cfg["scratch"], self.cfg["uid"]
-        if os.path.lexists(scratch):  # left by a worker killed before it could clean up
+        try:
+            os.mkdir(scratch, 0o700)
+        except FileExistsError:  # left by a worker killed before it could clean up
             _remove(scratch)
-        os.mkdir(scratch, 0o700)
+            os.mkdir(scratch, 0o700)
         if uid is not None:
             os.chown(scratch, uid, uid)
         nonce = os.urandom(8).hex().encode()
         harness.put_job(self.area, nonce, line)
+        forks = _forks() if self.cfg["sweep"] == "uid" else 0
         start = time.perf_counter()
         os.write(self.cmd_w, b"j")
         reply = os.read(self.reply_r, 8)
@@ -172,10 +176,12 @@ class Server:
         watch["duration_s"] = time.perf_counter() - start
         watch["records"], watch["forged"] = verdicts.parse_records(
             harness.read_records(self.area), nonce)
-        end = [rec for rec in watch["records"] if rec.get("k") == "e"]
-        # In "uid" mode the harness itself kills the job's uid before its final record
-        # and says whether there was anything to kill.
-        if self.cfg["sweep"] in ("kill_all", "children") or not end or end[0].get("l"):
+        ended = any(rec.get("k") == "e" for rec in watch["records"])
+        mode = self.cfg["sweep"]
+        # "uid": the harness killed the job's uid before its final record; what it
+        # killed still has to be reaped, and nothing can be left unless something forked.
+        if mode in ("kill_all", "children") or (
+                mode == "uid" and (not ended or _forks() - forks > 1)):
             self.sweep()
         self.reap_orphans()
         _remove(scratch)
@@ -270,6 +276,17 @@ class SpawnerGone(RuntimeError):
     """The spawner process is gone; the worker exits and the pool replaces it."""
 
 
+def _forks() -> int:
+    """Processes created on this machine since boot (a cheap "did anything fork?")."""
+    fd = os.open("/proc/stat", os.O_RDONLY)
+    try:
+        data = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    start = data.index(b"processes ") + 10
+    return int(data[start:data.index(b"\n", start)])
+
+
 def _pids(ppid: int | None) -> list[int]:
     """Pids visible in /proc (only the children of ``ppid`` when given)."""
     pids = []
@@ -309,11 +326,18 @@ def _remove(path: str) -> None:
 def _preload(names: list[str]) -> None:
     import importlib
 
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            pass  # a module missing here is simply not preloaded
+    # random registers a hook that re-seeds it in every forked child: wasted work per
+    # job, and it would make candidates using random behave differently on every run.
+    # The spawner seeds it once instead (harness.prepare_spawner).
+    register, os.register_at_fork = os.register_at_fork, lambda **kw: None
+    try:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                pass  # a module missing here is simply not preloaded
+    finally:
+        os.register_at_fork = register
 
 
 def main() -> None:
