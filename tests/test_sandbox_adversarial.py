@@ -60,6 +60,16 @@ def job_processes(sb: Sandbox) -> list[int]:
     return found
 
 
+def settles(check, seconds: float = 1.0) -> bool:
+    """True once ``check()`` holds; SIGKILLed processes take a moment to be reaped."""
+    end = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def descendants(pids: list[int]) -> set[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -141,9 +151,9 @@ def test_fork_bomb_leaves_no_process_behind(sb):
     """)
     result, wall = run_one(sb, Job(id="forkbomb", code=bomb, tests=["1"]))
     assert result.status in ("timeout", "crashed") and wall <= TIMEOUT + 1.5
-    assert descendants(sb.worker_pids) == baseline
+    assert settles(lambda: descendants(sb.worker_pids) == baseline)
     if sb.job_uids:
-        assert job_processes(sb) == []
+        assert settles(lambda: job_processes(sb) == [])
     assert sb.run([CONTROL])[0].status == "passed"
 
 
@@ -161,9 +171,9 @@ def test_detached_daemon_leaves_no_process_behind(sb):
     """)
     result, _ = run_one(sb, Job(id="daemon", code=daemon, tests=["assert True"]))
     assert result.status == "passed"
-    assert descendants(sb.worker_pids) == baseline
+    assert settles(lambda: descendants(sb.worker_pids) == baseline)
     if sb.job_uids:
-        assert job_processes(sb) == []
+        assert settles(lambda: job_processes(sb) == [])
 
 
 EXITS = {

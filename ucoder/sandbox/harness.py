@@ -35,6 +35,7 @@ OUTPUT_CHARS = 256  # TestResult.output is cut to this many characters
 ERROR_CHARS = 300
 # Bound before any candidate code runs: a candidate may patch the modules later.
 _exit, _dumps, _kill, _pack = os._exit, json.dumps, os.kill, HEADER.pack_into
+_prctl = None  # libc's prctl, looked up once by prepare_spawner where jobs need it
 
 
 def put_job(area, nonce: bytes, line: bytes) -> None:
@@ -168,6 +169,11 @@ def prepare_spawner(cfg: dict) -> None:
     gc.disable()
     if "random" in sys.modules:
         sys.modules["random"].seed(0)
+    if cfg["sweep"] in ("uid", "children"):
+        import ctypes
+
+        global _prctl
+        _prctl = ctypes.CDLL(None).prctl
 
 
 def enter(cfg: dict, job: dict, out: int) -> None:
@@ -188,9 +194,7 @@ def enter(cfg: dict, job: dict, out: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     if cfg["uid"] is not None:
         os.setuid(cfg["uid"])  # last: it also drops every capability
-    if cfg["sweep"] in ("uid", "children"):
+    if _prctl is not None:
         # Without a pid namespace the job would outlive a dead server; set after setuid,
         # which clears it.
-        import ctypes
-
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -82,7 +82,7 @@ class Server:
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of jobs come back here
         # Job and result pipes move off fds 0/1, which become /dev/null: a child then
         # only points 1 and 2 at the capture pipe.
-        self.jobs = os.fdopen(os.dup(0), "rb")
+        self.jobs = os.dup(0)
         self.results = os.dup(1)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
@@ -114,7 +114,7 @@ class Server:
                 os.close(reply_r)
                 os.close(self.results)
                 os.close(self.out_r)
-                self.jobs.close()
+                os.close(self.jobs)
                 area, cfg = self.area, self.cfg
                 harness.prepare_spawner(cfg)
                 spawner(cmd_r, reply_w, flags,
@@ -133,7 +133,7 @@ class Server:
     def serve(self) -> None:
         self.send({"hello": True, "pid": os.getpid(), "vm_mb": self.vm_mb,
                    "sweep": self.cfg["sweep"], "uid": self.cfg["uid"]})
-        for line in self.jobs:
+        for line in self.lines():
             job = json.loads(line)
             try:
                 result = self.run_job(job, line)
@@ -146,6 +146,26 @@ class Server:
             self.send(result)
         os.close(self.cmd_w)
         self.sweep()
+
+    def lines(self):
+        """Job lines from the job pipe; while idle, reap what finished jobs left."""
+        poll = select.poll()
+        poll.register(self.jobs, select.POLLIN)
+        buf = bytearray()
+        while True:
+            end = buf.find(b"\n")
+            if end >= 0:
+                line = bytes(buf[:end])
+                del buf[:end + 1]
+                yield line
+                continue
+            if not poll.poll(100):
+                self.reap_orphans()
+                continue
+            data = os.read(self.jobs, 1 << 20)
+            if not data:
+                return
+            buf += data
 
     def run_job(self, job: dict, line: bytes) -> dict:
         need = self.vm_mb + 16
@@ -163,7 +183,6 @@ class Server:
             os.chown(scratch, uid, uid)
         nonce = os.urandom(8).hex().encode()
         harness.put_job(self.area, nonce, line)
-        forks = _forks() if self.cfg["sweep"] == "uid" else 0
         start = time.perf_counter()
         os.write(self.cmd_w, b"j")
         reply = os.read(self.reply_r, 8)
@@ -177,11 +196,9 @@ class Server:
         watch["records"], watch["forged"] = verdicts.parse_records(
             harness.read_records(self.area), nonce)
         ended = any(rec.get("k") == "e" for rec in watch["records"])
-        mode = self.cfg["sweep"]
-        # "uid": the harness killed the job's uid before its final record; what it
-        # killed still has to be reaped, and nothing can be left unless something forked.
-        if mode in ("kill_all", "children") or (
-                mode == "uid" and (not ended or _forks() - forks > 1)):
+        # "uid": a harness that finished has already killed every process of the job's
+        # uid at once (kill(-1)); what it killed is reaped here or while idle.
+        if self.cfg["sweep"] in ("kill_all", "children") or not ended:
             self.sweep()
         self.reap_orphans()
         _remove(scratch)
@@ -274,17 +291,6 @@ class Server:
 
 class SpawnerGone(RuntimeError):
     """The spawner process is gone; the worker exits and the pool replaces it."""
-
-
-def _forks() -> int:
-    """Processes created on this machine since boot (a cheap "did anything fork?")."""
-    fd = os.open("/proc/stat", os.O_RDONLY)
-    try:
-        data = os.read(fd, 1 << 16)
-    finally:
-        os.close(fd)
-    start = data.index(b"processes ") + 10
-    return int(data[start:data.index(b"\n", start)])
 
 
 def _pids(ppid: int | None) -> list[int]:
