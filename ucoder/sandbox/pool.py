@@ -64,12 +64,18 @@ class _Worker:
         self.buf = bytearray()
         self.inflight: deque[tuple[int, Job]] = deque()
         self.head_since = time.monotonic()
+        self.tier = tier
+        self.info: dict | None = None
+
+    def wait_ready(self) -> _Worker:
+        """Wait for the server's hello (workers start in parallel, then all wait)."""
         hello = self._read_line(START_TIMEOUT_S)
         if not hello or not json.loads(hello).get("hello"):
             self.kill()
-            raise RuntimeError(f"sandbox worker ({tier}) failed to start; "
-                               f"command: {' '.join(worker_command(tier, '<cfg>'))}")
+            raise RuntimeError(f"sandbox worker ({self.tier}) failed to start; command: "
+                               f"{' '.join(worker_command(self.tier, '<cfg>'))}")
         self.info = json.loads(hello)
+        return self
 
     def _read_line(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout
@@ -109,11 +115,17 @@ class _Worker:
         for stream in (self.proc.stdin, self.proc.stdout):
             stream.close()
 
-    def close(self) -> None:
+    def close_input(self) -> None:
         try:
             self.proc.stdin.close()  # the server sweeps and exits on EOF
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.close_input()
+        try:
             self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             pass
         self.kill()
 
@@ -169,16 +181,25 @@ class Sandbox:
             shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
             self._scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-", dir=shm)
             os.chmod(self._scratch, 0o711)  # job uids reach their own subdir, list nothing
-        self._workers = [self._spawn(i) for i in range(self.n_workers)]
+        starting = [_Worker(self.tier, i, self._scratch or "/tmp")
+                    for i in range(self.n_workers)]
+        try:
+            self._workers = [w.wait_ready() for w in starting]
+        except BaseException:
+            for w in starting:
+                w.kill()
+            raise
 
     def _spawn(self, index: int) -> _Worker:
-        return _Worker(self.tier, index, self._scratch or "/tmp")
+        return _Worker(self.tier, index, self._scratch or "/tmp").wait_ready()
 
     def close(self) -> None:
         """Stop the workers (each sweeps its leftovers) and remove scratch space."""
         if self._closed:
             return
         self._closed = True
+        for worker in self._workers:
+            worker.close_input()  # all at once: they wind down in parallel
         for worker in self._workers:
             worker.close()
         self._workers = []
