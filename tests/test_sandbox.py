@@ -214,3 +214,11 @@ def test_cli_missing_input_file_is_a_clear_error(tmp_path: Path):
                            str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "cannot read JOBS.jsonl" in proc.stderr
+
+
+def test_unicode_code_tests_and_outputs(sb):
+    job = Job(id="ü", code="def greet(n):\n    return f'héllo {n} 😀'\n",
+              tests=["greet('wörld')", "assert greet(1).endswith('😀')", "'\\ud800'"])
+    [r] = sb.run([job])
+    assert r.status == "passed", r
+    assert r.tests[0].output == "'héllo wörld 😀'" and r.tests[2].output == "'\\ud800'"

@@ -1,11 +1,13 @@
 """The child side of a job (stdlib only): enter the limits, run the candidate, report.
 
 Runs in the process cloned for one job. Job and verdicts travel through a shared-memory
-area mapped by the server (no pipe wake-ups per test). Layout: at ``JOB_OFFSET`` a u64
-length, the job's 16-byte nonce and the job's JSON line, written by the server; at 0 a
-u64 length of the valid record bytes, then one line per record, ``<nonce> <json>``,
-written by the harness. The length is stored after each record, so a job killed
-mid-write leaves only whole records. The candidate's stdout/stderr go to a pipe.
+area mapped by the server (no pipe wake-ups per test). Layout: at ``JOB_OFFSET`` the
+job, written by the server: the 16-byte nonce, timeout (f64), memory_mb, number of
+tests (u32 each), then code and tests as u32-length-prefixed UTF-8 (a flat layout: a
+JSON parse would touch far more memory in every job); at 0 a u64 length of the valid
+record bytes, then one line per record, ``<nonce> <json>``, written by the harness.
+The length is stored after each record, so a job killed mid-write leaves only whole
+records. The candidate's stdout/stderr go to a pipe.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("<Q")
 JOB_OFFSET = 4 << 20  # records below, the job above
 AREA_SIZE = 8 << 20
-MAX_JOB_BYTES = AREA_SIZE - JOB_OFFSET - HEADER.size - 16
 RECORD_BYTES = 3072  # one record at most (1000 tests fit below JOB_OFFSET)
 OUTPUT_CHARS = 256  # TestResult.output is cut to this many characters
 ERROR_CHARS = 300
@@ -38,14 +39,23 @@ _exit, _dumps, _kill, _pack = os._exit, json.dumps, os.kill, HEADER.pack_into
 _prctl = None  # libc's prctl, looked up once by prepare_spawner where jobs need it
 
 
-def put_job(area, nonce: bytes, line: bytes) -> None:
+JOB_HEAD = struct.Struct("<16sdII")
+LENGTH = struct.Struct("<I")
+
+
+def put_job(area, nonce: bytes, job: dict) -> None:
     """Server side: place the next job and clear the records."""
-    if len(line) > MAX_JOB_BYTES:
-        raise ValueError(f"job of {len(line)} bytes exceeds {MAX_JOB_BYTES}")
-    start = JOB_OFFSET + HEADER.size
-    area[start:start + 16] = nonce
-    area[start + 16:start + 16 + len(line)] = line
-    HEADER.pack_into(area, JOB_OFFSET, len(line))
+    parts = [s.encode("utf-8", "surrogatepass") for s in (job["code"], *job["tests"])]
+    size = JOB_HEAD.size + sum(LENGTH.size + len(p) for p in parts)
+    if size > AREA_SIZE - JOB_OFFSET:
+        raise ValueError(f"job of {size} bytes exceeds {AREA_SIZE - JOB_OFFSET}")
+    pos = JOB_OFFSET
+    JOB_HEAD.pack_into(area, pos, nonce, job["timeout"], job["memory_mb"], len(parts) - 1)
+    pos += JOB_HEAD.size
+    for part in parts:
+        LENGTH.pack_into(area, pos, len(part))
+        area[pos + LENGTH.size:pos + LENGTH.size + len(part)] = part
+        pos += LENGTH.size + len(part)
     HEADER.pack_into(area, 0, HEADER.size)
 
 
@@ -57,12 +67,15 @@ def read_records(area) -> bytes:
 
 def child_main(area, out: int, cfg: dict) -> None:
     """Entry point of a freshly cloned job process; never returns."""
-    start = JOB_OFFSET + HEADER.size
-    size = HEADER.unpack_from(area, JOB_OFFSET)[0]
-    nonce = area[start:start + 16]
-    job = json.loads(area[start + 16:start + 16 + size])
-    enter(cfg, job, out)
-    run(job["code"], job["tests"], area, nonce, cfg["sweep"] == "uid")
+    nonce, timeout, memory_mb, n = JOB_HEAD.unpack_from(area, JOB_OFFSET)
+    pos, texts = JOB_OFFSET + JOB_HEAD.size, []
+    for _ in range(n + 1):
+        size = LENGTH.unpack_from(area, pos)[0]
+        pos += LENGTH.size
+        texts.append(area[pos:pos + size].decode("utf-8", "surrogatepass"))
+        pos += size
+    enter(cfg, timeout, memory_mb, out)
+    run(texts[0], texts[1:], area, nonce, cfg["sweep"] == "uid")
 
 
 def _err(exc: BaseException) -> str:
@@ -176,7 +189,7 @@ def prepare_spawner(cfg: dict) -> None:
         _prctl = ctypes.CDLL(None).prctl
 
 
-def enter(cfg: dict, job: dict, out: int) -> None:
+def enter(cfg: dict, timeout: float, memory_mb: int, out: int) -> None:
     """In the job's process: session, descriptors, job limits, uid. Order matters.
 
     The server made fd 0 /dev/null, line-buffered sys.stdout/stderr and set HOME/TMPDIR
@@ -188,9 +201,9 @@ def enter(cfg: dict, job: dict, out: int) -> None:
     # Everything else goes, above all the server's job and result pipes.
     os.closerange(3, 1 << 16)
     os.chdir(cfg["scratch"])
-    memory = job["memory_mb"] << 20
+    memory = memory_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cpu = math.ceil(job["timeout"]) + 1  # a backstop to the wall clock: SIGXCPU, SIGKILL
+    cpu = math.ceil(timeout) + 1  # a backstop to the wall clock: SIGXCPU, SIGKILL
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     if cfg["uid"] is not None:
         os.setuid(cfg["uid"])  # last: it also drops every capability

@@ -21,7 +21,7 @@ MAX_TIMEOUT_S = 600.0
 MIN_MEMORY_MB = 64
 MAX_MEMORY_MB = 1 << 20
 MAX_TESTS = 1000  # the verdict area holds this many records
-MAX_JOB_BYTES = 512 << 10  # code + tests; escaped as JSON (<= 6x) they fit the job area
+MAX_JOB_BYTES = 512 << 10  # code + tests, UTF-8; the shared job area holds 4 MiB
 
 
 @dataclass
