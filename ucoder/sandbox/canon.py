@@ -10,8 +10,8 @@ shorter prefix.
 
 from __future__ import annotations
 
-import hashlib
 import re
+from _blake2 import blake2b as _blake2b  # not via hashlib, which loads OpenSSL
 
 HASH_CHARS = 65536
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -93,5 +93,9 @@ def _other(v: object) -> str:
 
 
 def behaviour_hash(text: str) -> str:
-    """A short stable hash (16 hex digits of SHA-256) of a canonical repr or marker."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    """A short stable hash (BLAKE2b, 8 bytes as 16 hex digits) of a canonical repr.
+
+    BLAKE2b is CPython's own C code; OpenSSL's SHA-256 would set up OpenSSL state in
+    every job process, which costs more than the rest of the hashing.
+    """
+    return _blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()

@@ -37,6 +37,7 @@ ERROR_CHARS = 300
 # Bound before any candidate code runs: a candidate may patch the modules later.
 _exit, _dumps, _kill, _pack = os._exit, json.dumps, os.kill, HEADER.pack_into
 _prctl = None  # libc's prctl, looked up once by prepare_spawner where jobs need it
+OK_HASH = behaviour_hash("<ok>")  # a statement that ran without raising
 
 
 JOB_HEAD = struct.Struct("<16sdII")
@@ -149,7 +150,7 @@ def _run_test(i: int, test: str, g: dict) -> dict:
                 compiled, is_expr = compile(test, name, "exec"), False
         value = eval(compiled, g)
         if not is_expr:
-            return {"k": "t", "i": i, "s": "passed", "h": behaviour_hash("<ok>")}
+            return {"k": "t", "i": i, "s": "passed", "h": OK_HASH}
         text = canonical_repr(value)
         return {"k": "t", "i": i, "s": "passed", "o": text[:OUTPUT_CHARS],
                 "h": behaviour_hash(text)}
