@@ -198,9 +198,22 @@ def worker_config(tier: str, index: int, scratch_root: str) -> dict:
     # RLIMIT_NPROC counts every process of the uid: for a shared uid, add what exists.
     nproc = 64 if uid is not None else _user_process_count() + 64
     return {"sweep": sweep, "uid": uid, "scratch_root": scratch_root, "nproc": nproc,
-            "fsize_mb": 16, "nofile": 256, "preload": PRELOAD}
+            "fsize_mb": 16, "nofile": 256, "preload": PRELOAD, "site_dirs": site_dirs()}
+
+
+def site_dirs() -> list[str]:
+    """This interpreter's site-packages, for workers started with ``-S``.
+
+    ``-S`` skips ``site`` and its .pth files (here an editable-install finder that pulls
+    in pathlib and importlib.util): 50 ms less per worker start and less memory for
+    every job to copy. Jobs still import installed packages from these directories.
+    """
+    import site
+
+    dirs = site.getsitepackages() if hasattr(site, "getsitepackages") else []
+    return [d for d in dirs if os.path.isdir(d)]
 
 
 def worker_command(tier: str, cfg_json: str) -> list[str]:
-    python = [sys.executable, "-s", "-B", WORKER_SCRIPT, cfg_json]
+    python = [sys.executable, "-S", "-B", WORKER_SCRIPT, cfg_json]
     return [*bwrap_prefix(), *python] if tier == "bwrap" else python

@@ -346,6 +346,7 @@ def _preload(names: list[str]) -> None:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    sys.path.extend(d for d in cfg["site_dirs"] if d not in sys.path)  # started with -S
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _preload(cfg["preload"])
     Server(cfg).serve()
