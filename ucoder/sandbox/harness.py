@@ -35,7 +35,24 @@ RECORD_BYTES = 3072  # one record at most (1000 tests fit below JOB_OFFSET)
 OUTPUT_CHARS = 256  # TestResult.output is cut to this many characters
 ERROR_CHARS = 300
 # Bound before any candidate code runs: a candidate may patch the modules later.
-_exit, _dumps, _kill, _pack = os._exit, json.dumps, os.kill, HEADER.pack_into
+_exit, _kill, _pack = os._exit, os.kill, HEADER.pack_into
+_quote = json.encoder.encode_basestring_ascii  # C; json.dumps builds an encoder per call
+
+
+def _json(rec: dict) -> bytes:
+    """A record as a JSON object (keys are plain; values str, bool, int or None)."""
+    parts = []
+    for key, value in rec.items():
+        if value is None:
+            continue
+        if value is True or value is False:
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        else:
+            text = _quote(value)
+        parts.append(f'"{key}":{text}')
+    return ("{" + ",".join(parts) + "}").encode()
 _prctl = None  # libc's prctl, looked up once by prepare_spawner where jobs need it
 OK_HASH = behaviour_hash("<ok>")  # a statement that ran without raising
 
@@ -105,10 +122,10 @@ def run(code: str, tests: list[str], area, nonce: bytes, kill_all: bool) -> None
 
     def report(rec: dict) -> None:
         try:
-            line = nonce + b" " + _dumps(rec).encode() + b"\n"
+            line = nonce + b" " + _json(rec) + b"\n"
             if len(line) > RECORD_BYTES:  # escapes can make a cut text long in bytes
                 rec.update(o=rec.get("o") and rec["o"][:64], e=rec.get("e") and rec["e"][:64])
-                line = nonce + b" " + _dumps(rec).encode() + b"\n"
+                line = nonce + b" " + _json(rec) + b"\n"
             put(line)
         except MemoryError:
             put(mem_marker)
