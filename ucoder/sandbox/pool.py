@@ -311,8 +311,18 @@ class Sandbox:
             error=msg.get("error"), stdout=msg.get("stdout"))
 
 
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, enabled: bool):
+    """A tqdm bar on stderr; tqdm is imported only when shown (it costs ~50 ms)."""
+    if not enabled:
+        return _NoProgress()
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not enabled, unit="job", desc="sandbox",
-                dynamic_ncols=True)
+    return tqdm(total=total, unit="job", desc="sandbox", dynamic_ncols=True)
