@@ -170,3 +170,31 @@ def test_resume_mid_epoch_restores_optimizer_and_step(tiny_dir, tmp_path):
     trainer.fit(make_module(tiny_dir), SFTDataModule(train_file=data, batch_size=4),
                 ckpt_path=str(ckpt_path))
     assert check.checked and trainer.global_step == 6
+
+
+def test_export_copies_or_merges_the_adapter(tiny_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ucoder.cli import main as ucoder_main
+
+    module = make_module(tiny_dir)
+    module.configure_model()
+    with torch.no_grad():  # a non-zero adapter, so merging changes the weights
+        for n, p in module.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    adapter = module.save_adapter(tmp_path / "adapter")
+    assert ucoder_main(["export", "--adapter", str(adapter), "--out",
+                        str(tmp_path / "merged"), "--merge"]) == 0
+    assert ucoder_main(["export", "--adapter", str(adapter), "--out",
+                        str(tmp_path / "copy")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir),
+                                     tmp_path / "copy").eval()
+    ids = torch.tensor([module.tokenizer("def f(x): return x").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, peft(input_ids=ids).logits,
+                              atol=1e-5)
+    with pytest.raises(SystemExit, match="not a PEFT adapter"):
+        ucoder_main(["export", "--adapter", str(tmp_path), "--out", str(tmp_path / "x")])

@@ -1,0 +1,68 @@
+"""Every YAML in configs/ parses against the real signatures of the command it is for.
+
+A config names its command in a comment (``# ucoder fit --config ...``); parsing uses the
+command's own parser, without instantiating anything (no model downloads, no GPU).
+To cover a new command, add its parser factory to ``PARSERS``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FILES = sorted(p for p in CONFIGS.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def _fit_parse(path: Path):
+    from lightning.pytorch.cli import LightningCLI
+
+    from ucoder.data import SFTDataModule
+    from ucoder.sft import UCoderModule
+
+    class ParseOnly(LightningCLI):
+        def instantiate_classes(self) -> None:  # parse and validate types only
+            pass
+
+    cli = ParseOnly(UCoderModule, SFTDataModule, run=False, args=["--config", str(path)],
+                    parser_kwargs={"default_env": False})
+    return cli.config
+
+
+PARSERS = {"fit": _fit_parse}
+
+
+def command_of(path: Path) -> str:
+    match = re.search(r"ucoder (\w+)", path.read_text())
+    if match is None:
+        raise AssertionError(f"{path.name}: add a comment naming its command, "
+                             "e.g. '# ucoder fit --config configs/x.yaml'")
+    return match.group(1)
+
+
+def test_configs_exist():
+    assert {"demo.yaml", "gpu_qlora.yaml", "multi_gpu.yaml"} <= {p.name for p in FILES}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_config_parses_against_the_signatures(path):
+    command = command_of(path)
+    assert command in PARSERS, f"{path.name}: no parser registered for 'ucoder {command}'"
+    config = PARSERS[command](path)
+    assert config is not None
+
+
+def test_a_wrong_key_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "demo.yaml").read_text().replace("lr: 2.0e-4", "lrate: 2.0e-4"))
+    with pytest.raises(SystemExit):
+        _fit_parse(bad)
+
+
+def test_demo_config_values_reach_the_classes():
+    config = _fit_parse(CONFIGS / "demo.yaml")
+    assert config.model.model == "embedded:smollm2-135m-instruct"
+    assert config.model.load_in_4bit is True and config.model.lora.r == 16
+    assert config.data.format == "chat" and (CONFIGS.parent / config.data.train_file).is_file()
