@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,20 @@ def test_unicode_code_tests_and_outputs(sb):
     [r] = sb.run([job])
     assert r.status == "passed", r
     assert r.tests[0].output == "'héllo wörld 😀'" and r.tests[2].output == "'\\ud800'"
+
+
+def test_workers_started_from_a_finished_thread_keep_working():
+    import threading
+
+    box = Sandbox(workers=1, timeout=2.0)
+    try:
+        first = []
+        t = threading.Thread(target=lambda: first.extend(box.run([Job("a", GOOD, ["f(1)"])])))
+        t.start()
+        t.join()  # the thread that started the workers is gone now
+        pids = box.worker_pids
+        time.sleep(0.2)
+        assert box.run([Job("b", GOOD, ["f(2)"])])[0].passed and first[0].passed
+        assert box.worker_pids == pids
+    finally:
+        box.close()

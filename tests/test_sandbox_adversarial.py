@@ -410,9 +410,14 @@ def test_worker_killed_from_outside_is_replaced(sb):
     """The pool's backstop: a dead worker costs one job, then a fresh worker takes over."""
     job = Job(id="slow", code="import time\ntime.sleep(0.5)\n", tests=["1"])
 
-    def kill_soon():
+    def kill_soon():  # the whole worker: launcher, namespace, server, spawner, job
         time.sleep(0.2)
-        os.killpg(sb.worker_pids[0], signal.SIGKILL)
+        victims = [sb.worker_pids[0], *descendants(sb.worker_pids[:1])]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     import threading
 
@@ -424,3 +429,32 @@ def test_worker_killed_from_outside_is_replaced(sb):
     assert "crashed" in {r.status for r in results}
     assert sb.run([CONTROL, CONTROL])[0].status == "passed"
     assert sys.modules[__name__]  # the caller is fine
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_killing_the_caller_leaves_no_worker_behind(tier):
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from ucoder.sandbox import Job, Sandbox
+        sb = Sandbox(workers=2, timeout=30, tier={tier!r})
+        job = Job(id="sleeper", code="import time\\ntime.sleep(30)\\n", tests=["1"])
+        import threading
+        threading.Thread(target=sb.run, args=([job, job],), daemon=True).start()
+        time.sleep(0.5)
+        print(" ".join(map(str, sb.worker_pids)), flush=True)
+        time.sleep(60)
+    """)
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True)
+    pids = [int(p) for p in caller.stdout.readline().split()]
+    tree = descendants([caller.pid])
+    assert len(pids) == 2 and len(tree) >= 4  # workers, their servers and the sleepers
+    caller.kill()
+    caller.wait()
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{p}").exists() and
+                       b"zombie" not in Path(f"/proc/{p}/status").read_bytes().lower()
+                       for p in tree if Path(f"/proc/{p}").exists())
+
+    assert settles(gone, seconds=5.0)

@@ -2,43 +2,54 @@
 
     from ucoder.sandbox import Sandbox, Job
     with Sandbox(workers=None, timeout=5.0, memory_mb=512) as sb:
-        results = sb.run([Job(id="a", code="def f(x):\\n    return x",
+        results = sb.run([Job(id="a", code="def f(x):\n    return x",
                               tests=["assert f(1) == 1", "f(2)"])])
 
-How it runs: one warm *fork server* per core (``worker.py``) lives inside the
-isolation, pre-imports common stdlib modules, and forks one child per job; the child
-enters the job's limits, runs the code and then every test in the same namespace, and
-reports each verdict on a private pipe. The job's ``timeout`` is wall-clock time for the
-whole job (code and all tests together, not per test); when it runs out the job is
-killed, tests already reported keep their results, the running one is ``timeout`` and
-the rest ``skipped``. A job is ``passed`` only if the harness's final record arrives.
+How it runs: warm workers (two per core) live inside the isolation. Each is a server
+plus a spawner that holds the pre-imported modules and clones one process per job
+(``worker.py``); the job process enters its limits, runs the code, then every test in
+the same namespace, and records each verdict in shared memory (``harness.py``). The
+job's ``timeout`` is wall-clock time for the *whole job* (code and all tests, not per
+test): when it runs out the job is killed, tests already recorded keep their results,
+the running one is ``timeout`` and the rest ``skipped``. A job is ``passed`` only if the
+harness's final record arrives after every test passed.
 
 What the isolation covers, in both tiers:
-  * wall-clock kill of the job's whole process tree; CPU-time, address-space
-    (``memory_mb``), file-size (16 MiB), open-file and process-count rlimits;
-  * a scrubbed environment (the caller's tokens and keys are not passed on);
-  * a private scratch directory per job as working dir, HOME and TMPDIR;
-  * stdout/stderr captured into a pipe, the first 4 KiB kept (``Result.stdout``), never
-    parsed; verdicts travel on a separate pipe with a per-job nonce, so printing,
-    ``sys.exit``/``os._exit`` or writing junk to inherited fds never yields ``passed``;
-  * as root: each job runs as an unprivileged uid that cannot signal the runner.
-Tier 1, ``bwrap`` (bubblewrap, chosen automatically when it works; probed once):
-  * no network (own net namespace with only a down loopback), own ipc/uts namespaces;
-  * a read-only view of the host file system; /root and /home hidden (tmpfs; only
-    the interpreter's own directories are bound back read-only); /tmp private;
-  * a pid namespace per worker and, as root, per job: a detached daemon or fork bomb
-    dies with the job; the worker dies with its parent (``--die-with-parent``).
-Tier 2, ``rlimit`` (no bubblewrap): own session/process group, the rlimits above, temp
-working dir, as root a uid per worker (leftover processes are swept with ``kill(-1)``
-as that uid). A warning names what is missing: network isolation, a read-only file
-system (world-writable dirs such as /tmp stay writable), a private pid namespace and,
-when not root, a separate user (then your own files and processes are reachable).
+  * a wall-clock kill of the job's whole process tree (a pid namespace under bwrap,
+    the process group plus a sweep otherwise); CPU-time, address-space
+    (``memory_mb``), file-size (16 MiB), open-file (256) and process-count rlimits;
+  * a scrubbed environment: the caller's variables (tokens, keys) never reach a job;
+  * a private scratch directory per job as working dir, HOME and TMPDIR, removed after;
+  * stdout/stderr go to a pipe, the first 4 KiB kept (``Result.stdout``) and never
+    parsed; verdicts are records with a per-job nonce in memory the server mapped for
+    the job, so printing, ``sys.exit``/``os._exit``, signals or junk written to
+    inherited descriptors never yield ``passed``;
+  * as root, jobs run as an unprivileged uid (65534 under bwrap, one uid per worker in
+    tier 2): they cannot signal the runner, its workers, or read root-only files;
+  * a worker that dies or stops answering is killed with its process group and
+    replaced; its current job gets ``crashed``/``timeout``, the others are re-queued.
+Tier 1, ``bwrap`` (bubblewrap; chosen automatically when it works here, probed once):
+  * no network (own net namespace, loopback down), own ipc/uts/pid namespaces;
+  * a read-only view of the host file system; /root and /home hidden behind a tmpfs
+    (the interpreter's own directories bound back read-only); a private /tmp;
+  * as root a pid namespace per job: daemons and fork bombs die with the job (a job is
+    pid 1 there, so SIGKILL/SIGSTOP it sends *to itself* are ignored by the kernel);
+  * the worker ends with the process that started it (its job pipe hangs up; not
+    bwrap's ``--die-with-parent``, which is tied to the starting *thread*).
+Tier 2, ``rlimit`` (no bubblewrap): own session/process group, the rlimits above, a
+scratch dir on tmpfs, as root a uid per worker whose processes are killed with one
+``kill(-1)`` at the end of every job. A warning at start names what is missing: network
+isolation, a read-only file system (world-writable dirs such as /tmp stay writable), a
+private pid namespace, hidden home directories; without root also a separate user (your
+files, processes and their /proc entries are then reachable); and, where the stdlib is
+not readable by the job uid (Python under /root), imports beyond the preloaded modules.
 
 What it does not cover:
-  * a candidate that deliberately attacks the harness in its own process (reads the
-    nonce from memory, patches the harness, returns objects whose ``__eq__`` is always
-    true) can fake *its own* verdict; it cannot change other jobs' verdicts or the host;
-  * kernel exploits, side channels, CPU/memory-bandwidth contention between jobs;
+  * a candidate that deliberately attacks the harness inside its own process (finds the
+    nonce and the shared memory, patches the harness, returns objects whose ``__eq__``
+    always says yes) can fake *its own* verdict; it cannot change other jobs' verdicts,
+    the runner or the host;
+  * kernel exploits and side channels; CPU, memory-bandwidth and disk-cache contention;
   * memory is limited per process (RLIMIT_AS), not per job tree (no cgroups);
   * reads of world-readable host files outside the hidden home directories.
 """

@@ -1,7 +1,7 @@
-"""The warm worker pool: one fork server per core, jobs streamed to them, results back.
+"""The warm worker pool: two workers per core, jobs streamed to them, results back.
 
 Each worker gets up to ``PIPELINE`` jobs ahead so it never waits for this process.
-The fork server enforces each job's wall clock itself; this side is the backstop: a
+The worker's server enforces each job's wall clock itself; this side is the backstop: a
 worker that owes a result for longer than the job's timeout + ``GRACE_S`` (stopped,
 killed from inside, wedged) is killed with its whole process group and replaced, and
 the job it was running gets a ``timeout``/``crashed`` result. Other jobs go back in line.
@@ -57,10 +57,19 @@ class _Worker:
             os.makedirs(scratch_root, mode=0o711, exist_ok=True)
         cfg = worker_config(tier, index, "/tmp" if tier == "bwrap" else scratch_root)
         self.uid = cfg["uid"]
+        cmd = worker_command(tier, json.dumps(cfg))
+        info_r = info_w = None
+        if tier == "bwrap":  # bwrap reports the host pid of its pid namespace's init
+            info_r, info_w = os.pipe()
+            cmd[1:1] = ["--info-fd", str(info_w)]
         self.proc = subprocess.Popen(
-            worker_command(tier, json.dumps(cfg)), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=worker_env(), cwd=cfg["scratch_root"],
-            start_new_session=True, bufsize=0)
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(),
+            cwd=cfg["scratch_root"], start_new_session=True, bufsize=0,
+            pass_fds=() if info_w is None else (info_w,))
+        self.ns_init: int | None = None
+        if info_w is not None:
+            os.close(info_w)
+            self.ns_init = _read_info(info_r)
         self.out_fd = self.proc.stdout.fileno()
         self.buf = bytearray()
         self.inflight: deque[tuple[int, Job]] = deque()
@@ -107,10 +116,14 @@ class _Worker:
         return [json.loads(line) for line in lines if line]
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap and all it started
-        except (ProcessLookupError, PermissionError):
-            pass
+        # Under bwrap, killing the namespace's init takes every process in it along;
+        # otherwise the process group holds server and spawner (jobs die with them).
+        for pid, fn in ((self.ns_init, os.kill), (self.proc.pid, os.killpg)):
+            try:
+                if pid:
+                    fn(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc.kill()
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
@@ -309,6 +322,23 @@ class Sandbox:
             tests=[TestResult(*t) for t in msg.get("tests", [])],
             duration_s=round(msg.get("duration_s", 0.0), 6), tier=self.tier,
             error=msg.get("error"), stdout=msg.get("stdout"))
+
+
+def _read_info(fd: int) -> int | None:
+    """The ``child-pid`` from bwrap's ``--info-fd`` JSON (None if bwrap said nothing)."""
+    data = b""
+    try:
+        while select.select([fd], [], [], START_TIMEOUT_S)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    try:
+        return int(json.loads(data)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class _NoProgress:

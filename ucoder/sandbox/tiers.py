@@ -2,10 +2,10 @@
 
 ``bwrap`` (tier 1): the worker lives in bubblewrap with no network, a read-only view
 of the host, a private /tmp, its own pid/ipc/uts namespaces, home directories hidden,
-and dies with its parent. As root, bwrap runs *without* a user namespace (inside one,
-bwrap's ``--uid 65534`` would still be the host's root for file access) and keeps only
-the capabilities the fork server needs; every job then drops to the real uid 65534 in
-a pid namespace of its own. ``rlimit`` (tier 2): a plain subprocess with rlimits,
+and ends with the process that started it. As root, bwrap runs *without* a user
+namespace (inside one, bwrap's ``--uid 65534`` would still be the host's root for file
+access) and keeps only the capabilities the server needs; every job then drops to the
+real uid 65534 in a pid namespace of its own. ``rlimit`` (tier 2): a plain subprocess with rlimits,
 a scrubbed environment, a temp working dir and, as root, a uid per worker.
 """
 
@@ -110,7 +110,9 @@ def bwrap_prefix() -> list[str]:
     env = []
     for key, value in worker_env().items():
         env += ["--setenv", key, value]
-    return [bwrap, *ns, "--die-with-parent", "--new-session",
+    # No --die-with-parent: it fires when the *thread* that started bwrap ends. The
+    # server inside exits when its job pipe hangs up, and bwrap follows its child.
+    return [bwrap, *ns, "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
             *_hide_args(), "--clearenv", *env, "--chdir", "/tmp"]
 

@@ -135,6 +135,8 @@ class Server:
             job = json.loads(line)
             try:
                 result = self.run_job(job, line)
+            except CallerGone:
+                break
             except SpawnerGone:
                 raise
             except Exception as exc:  # a sandbox fault must cost one job, not the worker
@@ -208,6 +210,8 @@ class Server:
         poll = select.poll()
         poll.register(pidfd, select.POLLIN)
         poll.register(self.out_r, select.POLLIN)
+        # Events 0: only a hang-up is reported, i.e. the caller is gone (see CallerGone).
+        poll.register(self.jobs, 0)
         out = bytearray()
         timed_out = exited = False
         try:
@@ -219,6 +223,10 @@ class Server:
                 for fd, _ in poll.poll(remaining * 1000 + 1):
                     if fd == pidfd:
                         exited = True
+                    elif fd == self.jobs:
+                        self.kill(pid)
+                        os.waitpid(pid, 0)
+                        raise CallerGone
                     else:
                         self._drain(out)
             self.kill(pid)
@@ -285,6 +293,14 @@ class Server:
                 if time.perf_counter() >= end:
                     return
                 time.sleep(0.001)
+
+
+class CallerGone(Exception):
+    """The job pipe hung up: whoever started this worker is gone, so the worker ends.
+
+    This replaces bwrap's ``--die-with-parent`` and ``PR_SET_PDEATHSIG``, which fire
+    when the *thread* that started the worker ends, not the process.
+    """
 
 
 class SpawnerGone(RuntimeError):
