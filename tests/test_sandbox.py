@@ -240,3 +240,13 @@ def test_workers_started_from_a_finished_thread_keep_working():
         assert box.worker_pids == pids
     finally:
         box.close()
+
+
+def test_candidate_code_gets_no_future_flags_from_the_sandbox(sb):
+    # The sandbox's own modules use `from __future__ import annotations`; compiling the
+    # candidate must not pass that on (its annotations would turn into strings).
+    [r] = sb.run([Job(id="ann", code="def f(x: int) -> int:\n    return x\n",
+                      tests=["f.__annotations__['x'] is int", "f(\n"])])
+    assert r.tests[0].output == "True"
+    assert r.tests[1].status == "error" and r.tests[1].error.startswith("SyntaxError")
+    assert r.status == "failed"

@@ -182,7 +182,7 @@ class Server:
         if uid is not None:
             os.chown(scratch, uid, uid)
         nonce = os.urandom(8).hex().encode()
-        harness.put_job(self.area, nonce, job)
+        harness.put_job(self.area, nonce, job, harness.compile_job(job["code"], job["tests"]))
         start = time.perf_counter()
         os.write(self.cmd_w, b"j")
         reply = os.read(self.reply_r, 8)
