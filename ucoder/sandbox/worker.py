@@ -366,6 +366,7 @@ def main() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _preload(cfg["preload"])
     Server(cfg).serve()
+    os._exit(0)  # every result went out with os.write; skip the interpreter's teardown
 
 
 if __name__ == "__main__":
