@@ -199,8 +199,8 @@ def prepare_spawner(cfg: dict) -> None:
     Limits that do not depend on the job, the group identity (the uid stays root until
     the job, which keeps the capabilities the spawner needs), no garbage collection (a
     job lives milliseconds; collections would only copy shared pages) and one random
-    seed that every job starts from (``_preload`` kept ``random`` from re-seeding in
-    every child, which costs time and makes behaviour differ between runs).
+    seed that every job starts from (``spawning.preload`` kept ``random`` from
+    re-seeding in every child, which costs time and makes behaviour differ by run).
     """
     limits = [(resource.RLIMIT_FSIZE, cfg["fsize_mb"] << 20),
               (resource.RLIMIT_NOFILE, cfg["nofile"]), (resource.RLIMIT_CORE, 0)]

@@ -10,13 +10,10 @@ the job it was running gets a ``timeout``/``crashed`` result. Other jobs go back
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import select
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -32,116 +29,14 @@ from ucoder.sandbox.jobs import (
     error_result,
     job_from_dict,
 )
-from ucoder.sandbox.tiers import (
-    choose_tier,
-    missing_protections,
-    worker_command,
-    worker_config,
-    worker_env,
-)
+from ucoder.sandbox.tiers import choose_tier, missing_protections
+from ucoder.sandbox.workers import Worker
 
 log = logging.getLogger("ucoder.sandbox")
 
 PIPELINE = 2
 WORKERS_PER_CORE = 2
 GRACE_S = 3.0
-START_TIMEOUT_S = 60.0
-
-
-class _Worker:
-    """One fork server process and the jobs it owes results for."""
-
-    def __init__(self, tier: str, index: int, scratch_root: str):
-        if tier != "bwrap":  # bwrap workers each have a private /tmp of their own
-            scratch_root = os.path.join(scratch_root, f"w{index}")
-            os.makedirs(scratch_root, mode=0o711, exist_ok=True)
-        cfg = worker_config(tier, index, "/tmp" if tier == "bwrap" else scratch_root)
-        self.uid = cfg["uid"]
-        cmd = worker_command(tier, json.dumps(cfg))
-        info_r = info_w = None
-        if tier == "bwrap":  # bwrap reports the host pid of its pid namespace's init
-            info_r, info_w = os.pipe()
-            cmd[1:1] = ["--info-fd", str(info_w)]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(),
-            cwd=cfg["scratch_root"], start_new_session=True, bufsize=0,
-            pass_fds=() if info_w is None else (info_w,))
-        self.ns_init: int | None = None
-        if info_w is not None:
-            os.close(info_w)
-            self.ns_init = _read_info(info_r)
-        self.out_fd = self.proc.stdout.fileno()
-        self.buf = bytearray()
-        self.inflight: deque[tuple[int, Job]] = deque()
-        self.head_since = time.monotonic()
-        self.tier = tier
-        self.info: dict | None = None
-
-    def wait_ready(self) -> _Worker:
-        """Wait for the server's hello (workers start in parallel, then all wait)."""
-        hello = self._read_line(START_TIMEOUT_S)
-        if not hello or not json.loads(hello).get("hello"):
-            self.kill()
-            raise RuntimeError(f"sandbox worker ({self.tier}) failed to start; command: "
-                               f"{' '.join(worker_command(self.tier, '<cfg>'))}")
-        self.info = json.loads(hello)
-        return self
-
-    def _read_line(self, timeout: float) -> bytes | None:
-        end = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([self.out_fd], [], [], left)[0]:
-                return None
-            data = os.read(self.out_fd, 1 << 16)
-            if not data:
-                return None
-            self.buf += data
-        line, _, rest = bytes(self.buf).partition(b"\n")
-        self.buf = bytearray(rest)
-        return line
-
-    def send(self, index: int, job: Job, timeout: float, memory_mb: int) -> None:
-        if not self.inflight:
-            self.head_since = time.monotonic()
-        self.inflight.append((index, job))
-        msg = {"i": index, "code": job.code, "tests": job.tests, "timeout": timeout,
-               "memory_mb": memory_mb}
-        self.proc.stdin.write((json.dumps(msg) + "\n").encode())  # raw: writes it all
-
-    def take_lines(self, data: bytes) -> list[dict]:
-        self.buf += data
-        *lines, rest = bytes(self.buf).split(b"\n")
-        self.buf = bytearray(rest)
-        return [json.loads(line) for line in lines if line]
-
-    def kill(self) -> None:
-        # Under bwrap, killing the namespace's init takes every process in it along;
-        # otherwise the process group holds server and spawner (jobs die with them).
-        for pid, fn in ((self.ns_init, os.kill), (self.proc.pid, os.killpg)):
-            try:
-                if pid:
-                    fn(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            stream.close()
-
-    def close_input(self) -> None:
-        try:
-            self.proc.stdin.close()  # the server sweeps and exits on EOF
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.close_input()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill()
 
 
 class Sandbox:
@@ -173,7 +68,7 @@ class Sandbox:
         self.n_workers = workers or WORKERS_PER_CORE * (os.cpu_count() or 1)
         self.timeout, self.memory_mb = float(timeout), memory_mb
         self.tier = choose_tier(tier)
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._scratch: str | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -198,7 +93,7 @@ class Sandbox:
             shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
             self._scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-", dir=shm)
             os.chmod(self._scratch, 0o711)  # job uids reach their own subdir, list nothing
-        starting = [_Worker(self.tier, i, self._scratch or "/tmp")
+        starting = [Worker(self.tier, i, self._scratch or "/tmp")
                     for i in range(self.n_workers)]
         try:
             self._workers = [w.wait_ready() for w in starting]
@@ -207,8 +102,8 @@ class Sandbox:
                 w.kill()
             raise
 
-    def _spawn(self, index: int) -> _Worker:
-        return _Worker(self.tier, index, self._scratch or "/tmp").wait_ready()
+    def _spawn(self, index: int) -> Worker:
+        return Worker(self.tier, index, self._scratch or "/tmp").wait_ready()
 
     def close(self) -> None:
         """Stop the workers (each sweeps its leftovers) and remove scratch space."""
@@ -303,7 +198,7 @@ class Sandbox:
                                   "and was killed", todo, results, bar)
                     by_fd = {x.out_fd: x for x in self._workers}
 
-    def _replace(self, w: _Worker, status: str, why: str, todo: deque, results: list,
+    def _replace(self, w: Worker, status: str, why: str, todo: deque, results: list,
                  bar) -> None:
         """Kill a broken worker, fail the job it was running, requeue the rest."""
         k, job = w.inflight.popleft()
@@ -322,23 +217,6 @@ class Sandbox:
             tests=[TestResult(*t) for t in msg.get("tests", [])],
             duration_s=round(msg.get("duration_s", 0.0), 6), tier=self.tier,
             error=msg.get("error"), stdout=msg.get("stdout"))
-
-
-def _read_info(fd: int) -> int | None:
-    """The ``child-pid`` from bwrap's ``--info-fd`` JSON (None if bwrap said nothing)."""
-    data = b""
-    try:
-        while select.select([fd], [], [], START_TIMEOUT_S)[0]:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    try:
-        return int(json.loads(data)["child-pid"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class _NoProgress:

@@ -1,10 +1,10 @@
-"""The fork server that runs inside the isolation (stdlib only; started as a script).
+"""A worker's server, inside the isolation (stdlib only; started as a script).
 
 Two processes per worker. The *server* reads jobs, keeps the clock, cleans up and
-writes one JSON result line per job. At start it forks the *spawner*, whose only loop
-is "wait for a byte, clone a child": the spawner holds the pre-imported modules every
-job starts from and touches almost no memory itself, so a job costs one cheap fork and
-the server's bookkeeping never pays copy-on-write faults. Children are created with
+writes one JSON result line per job. At start it forks the *spawner* (:mod:`spawning`),
+whose only loop is "wait for a byte, clone a child": the spawner holds the pre-imported
+modules every job starts from and touches almost no memory itself, so a job costs one
+cheap fork and the server's bookkeeping never pays copy-on-write faults. Children are created with
 ``clone(CLONE_PARENT)`` (plus ``CLONE_NEWPID`` where allowed), so they are the server's
 children: it waits for them, reads their exit status and kills them.
 
@@ -17,58 +17,29 @@ never parsed. See :mod:`ucoder.sandbox` for what this protects against and what 
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import mmap
 import os
 import select
-import shutil
 import signal
 import sys
 import time
 
 if __name__ == "__main__":  # started as a script: import our siblings, then forget the dir
     import canon  # noqa: F401 (imported first so that harness and verdicts find it)
+    import cleanup
     import harness
+    import spawning
     import verdicts
 
     del sys.path[0]  # candidates must not import the sandbox's modules by accident
 else:
-    from ucoder.sandbox import harness, verdicts
+    from ucoder.sandbox import cleanup, harness, spawning, verdicts
 
-SYS_CLONE = 56  # x86_64
-CLONE_PARENT, CLONE_NEWPID = 0x00008000, 0x20000000
 PR_SET_CHILD_SUBREAPER = 36
 STDOUT_CAP = 4096  # bytes of candidate stdout/stderr kept per job; the rest is drained
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def spawner(cmd_r: int, reply_w: int, flags: int, child) -> None:
-    """Clone one child per byte read; reply with its pid (negative errno on failure).
-
-    ``PyDLL`` keeps the GIL across the syscall. ``os.fork`` would also run
-    ``PyOS_BeforeFork``/``PyOS_AfterFork_Child``, which re-initialise locks other threads
-    might hold, run at-fork hooks and reset signal state: the spawner has no other
-    thread, holds no lock between clones, has no pending signal and no hooks (see
-    ``_preload``), and skipping them spares every job ~90 page copies, a fifth of all.
-    """
-    import gc
-
-    raw = ctypes.PyDLL(None, use_errno=True)
-    read, write, clone = os.read, os.write, raw.syscall
-    gc.collect()
-    gc.freeze()  # children's collections then skip everything that exists now
-    while read(cmd_r, 1):
-        pid = clone(SYS_CLONE, flags, 0, 0, 0, 0)
-        if pid == 0:
-            try:
-                child()
-            finally:
-                os._exit(70)
-        write(reply_w, (pid if pid > 0 else -ctypes.get_errno()).to_bytes(8, "little",
-                                                                          signed=True))
-    os._exit(0)
 
 
 class Server:
@@ -100,9 +71,9 @@ class Server:
         os.close(out_w)
 
     def _start_spawner(self, out_w: int) -> tuple[int, int, int]:
-        flags = CLONE_PARENT | signal.SIGCHLD
+        flags = spawning.CLONE_PARENT | signal.SIGCHLD
         if self.cfg["sweep"] == "pidns":
-            flags |= CLONE_NEWPID  # needs CAP_SYS_ADMIN: bwrap as root keeps it for us
+            flags |= spawning.CLONE_NEWPID  # needs CAP_SYS_ADMIN: bwrap as root keeps it for us
         cmd_r, cmd_w = os.pipe()
         reply_r, reply_w = os.pipe()
         pid = os.fork()
@@ -115,7 +86,7 @@ class Server:
                 os.close(self.jobs)
                 area, cfg = self.area, self.cfg
                 harness.prepare_spawner(cfg)
-                spawner(cmd_r, reply_w, flags,
+                spawning.spawner(cmd_r, reply_w, flags,
                         lambda: harness.child_main(area, out_w, cfg))
             finally:
                 os._exit(0)
@@ -177,7 +148,7 @@ class Server:
         try:
             os.mkdir(scratch, 0o700)
         except FileExistsError:  # left by a worker killed before it could clean up
-            _remove(scratch)
+            cleanup.remove(scratch)
             os.mkdir(scratch, 0o700)
         if uid is not None:
             os.chown(scratch, uid, uid)
@@ -201,7 +172,7 @@ class Server:
         if self.cfg["sweep"] in ("kill_all", "children") or not ended:
             self.sweep()
         self.reap_orphans()
-        _remove(scratch)
+        cleanup.remove(scratch)
         return verdicts.verdict(job, watch)
 
     def watch(self, pid: int, deadline: float) -> dict:
@@ -272,7 +243,7 @@ class Server:
         for _ in range(200):
             # kill_all: our pid namespace holds only us and the job's processes;
             # otherwise what the job left was re-parented to us (we are a subreaper).
-            pids = _pids(None if mode == "kill_all" else os.getpid())
+            pids = cleanup.pids(None if mode == "kill_all" else os.getpid())
             pids = [p for p in pids if p not in keep]
             if not pids:
                 return
@@ -307,64 +278,11 @@ class SpawnerGone(RuntimeError):
     """The spawner process is gone; the worker exits and the pool replaces it."""
 
 
-def _pids(ppid: int | None) -> list[int]:
-    """Pids visible in /proc (only the children of ``ppid`` when given)."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        if ppid is None:
-            pids.append(int(name))
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        if int(stat[stat.rfind(b")") + 2:].split()[1]) == ppid:
-            pids.append(int(name))
-    return pids
-
-
-def _remove(path: str) -> None:
-    try:
-        os.rmdir(path)  # the common case: the job left its scratch dir empty
-    except OSError as err:
-        if err.errno == errno.ENOTDIR:
-            os.unlink(path)
-            return
-        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-
-        def unlock(func, p, _exc):  # a candidate may have chmod-ed its files to 000
-            os.chmod(os.path.dirname(p), 0o700)
-            func(p)
-
-        shutil.rmtree(path, onerror=unlock)
-
-
-def _preload(names: list[str]) -> None:
-    import importlib
-
-    # random registers a hook that re-seeds it in every forked child: wasted work per
-    # job, and it would make candidates using random behave differently on every run.
-    # The spawner seeds it once instead (harness.prepare_spawner).
-    register, os.register_at_fork = os.register_at_fork, lambda **kw: None
-    try:
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception:
-                pass  # a module missing here is simply not preloaded
-    finally:
-        os.register_at_fork = register
-
-
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     sys.path.extend(d for d in cfg["site_dirs"] if d not in sys.path)  # started with -S
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    _preload(cfg["preload"])
+    spawning.preload(cfg["preload"])
     Server(cfg).serve()
     os._exit(0)  # every result went out with os.write; skip the interpreter's teardown
 
