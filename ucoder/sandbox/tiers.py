@@ -200,6 +200,7 @@ def worker_config(tier: str, index: int, scratch_root: str) -> dict:
     # RLIMIT_NPROC counts every process of the uid: for a shared uid, add what exists.
     nproc = 64 if uid is not None else _user_process_count() + 64
     return {"sweep": sweep, "uid": uid, "scratch_root": scratch_root, "nproc": nproc,
+            "own_scratch_root": tier != "bwrap",  # bwrap's /tmp vanishes with the worker
             "fsize_mb": 16, "nofile": 256, "preload": PRELOAD, "site_dirs": site_dirs()}
 
 

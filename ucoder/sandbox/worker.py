@@ -117,6 +117,12 @@ class Server:
             self.send(result)
         os.close(self.cmd_w)
         self.sweep()
+        if self.cfg["own_scratch_root"]:  # tier 2: the caller may be gone (killed)
+            cleanup.remove(self.cfg["scratch_root"])
+            try:
+                os.rmdir(os.path.dirname(self.cfg["scratch_root"]))  # the last one out
+            except OSError:
+                pass
 
     def lines(self):
         """Job lines from the job pipe; while idle, reap what finished jobs left."""
