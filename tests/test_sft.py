@@ -198,3 +198,31 @@ def test_export_copies_or_merges_the_adapter(tiny_dir, tmp_path):
                               atol=1e-5)
     with pytest.raises(SystemExit, match="not a PEFT adapter"):
         ucoder_main(["export", "--adapter", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+class _Regenerate(L.Callback):
+    """Stands in for the loop's regenerate callback: new data at fit start and per epoch."""
+
+    def __init__(self, files: list[str]):
+        self.files, self.batches = files, []
+
+    def on_fit_start(self, trainer, module):
+        trainer.datamodule.set_train_file(self.files[0])
+
+    def on_train_epoch_start(self, trainer, module):
+        self.batches.append(trainer.num_training_batches)
+
+    def on_train_epoch_end(self, trainer, module):
+        trainer.datamodule.set_train_file(self.files[1])
+
+
+def test_train_file_set_by_a_callback_and_reloaded_between_epochs(tiny_dir, tmp_path):
+    files = [str(write_jsonl(tmp_path / "r0.jsonl", ROWS[:8])),
+             str(write_jsonl(tmp_path / "r1.jsonl", ROWS))]
+    regen = _Regenerate(files)
+    trainer = make_trainer(tmp_path, max_steps=-1, max_epochs=2, callbacks=[regen],
+                           reload_dataloaders_every_n_epochs=1)
+    module = make_module(tiny_dir, warmup_ratio=0.1)
+    trainer.fit(module, SFTDataModule(batch_size=4))  # no train_file in the config
+    assert regen.batches == [2, 4] and trainer.global_step == 6
+    assert (tmp_path / "adapters" / "epoch_1" / "adapter_model.safetensors").is_file()

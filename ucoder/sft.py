@@ -158,6 +158,7 @@ class UCoderModule(L.LightningModule):
         self.model = None
         self.strict_loading = False  # checkpoints hold only the LoRA weights
         self._t0: float | None = None
+        self._run_tokens = 0  # tokens/s counts this process only (not a resumed total)
         self.tokens_seen = 0
 
     # -- model ----------------------------------------------------------------------------
@@ -213,11 +214,12 @@ class UCoderModule(L.LightningModule):
         tokens = int(batch["input_ids"].numel() if "attention_mask" not in batch
                      else batch["attention_mask"].sum())
         self.tokens_seen += tokens
+        self._run_tokens += tokens
         bs = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
         if elapsed > 0:
-            self.log("train/tokens_per_s", self.tokens_seen / elapsed, prog_bar=True,
+            self.log("train/tokens_per_s", self._run_tokens / elapsed, prog_bar=True,
                      batch_size=bs)
         return loss
 
@@ -244,12 +246,30 @@ class UCoderModule(L.LightningModule):
 
             cls = bnb.optim.PagedAdamW8bit if name == "paged_adamw_8bit" else bnb.optim.AdamW8bit
             opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup_ratio * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_lambda(s, warmup=warmup, total=total, schedule=hp.schedule,
-                                     min_ratio=hp.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _total_steps(self) -> int | None:
+        """Optimizer steps of the whole fit: ``max_steps``, else estimated from the data.
+
+        Evaluated lazily: a callback may only provide the training file in
+        ``on_fit_start``, after ``configure_optimizers`` has run.
+        """
+        if getattr(self, "_total", None) is None:
+            try:
+                self._total = max(1, int(self.trainer.estimated_stepping_batches))
+            except Exception:  # no training data yet; ask again at the next step
+                return None
+        return self._total
+
+    def _lr_factor(self, step: int) -> float:
+        hp, total = self.hparams, self._total_steps()
+        if total is None:
+            return lr_lambda(step, warmup=hp.warmup_steps or 0, total=step + 1,
+                             schedule="constant")
+        warmup = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup_ratio * total)
+        return lr_lambda(step, warmup=warmup, total=total, schedule=hp.schedule,
+                         min_ratio=hp.min_lr_ratio)
 
     # -- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

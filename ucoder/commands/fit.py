@@ -33,7 +33,13 @@ def build_cli(argv: list[str] | None, run: bool = True):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``ucoder fit`` with ``argv`` (the arguments after ``fit``)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Show ucoder's INFO lines (data counts, saved adapters); Lightning logs on its own.
+    logger = logging.getLogger("ucoder")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     build_cli(list(argv or []))
     return 0
 
