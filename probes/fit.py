@@ -84,9 +84,13 @@ def binary_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     y = torch.as_tensor(labels).long()
     s = torch.as_tensor(scores).float()
     both = 0 < int(y.sum()) < len(y)
+    # torchmetrics squashes scores outside [0, 1] with a sigmoid, which saturates large
+    # values (lengths, sums) into ties; ranks keep the order and the ties exactly.
+    _, ranks = torch.unique(s, return_inverse=True)
+    r = ranks.float() / max(int(ranks.max()) if len(s) else 1, 1)
     out = {
-        "auroc": float(binary_auroc(s, y)) if both else math.nan,
-        "ap": float(binary_average_precision(s, y)) if both else math.nan,
+        "auroc": float(binary_auroc(r, y)) if both else math.nan,
+        "ap": float(binary_average_precision(r, y)) if both else math.nan,
     }
     if len(s) and float(s.min()) >= 0.0 and float(s.max()) <= 1.0:
         out["ece"] = float(binary_calibration_error(s, y, n_bins=10))

@@ -125,3 +125,14 @@ def test_end_to_end_on_tiny_model_hidden_states():
     feats = extract_features(model, tok, prompts, completions, layers=[-1], batch_size=32)
     probe, metrics = fit_probe(feats[:, 0], labels, groups, kind="linear", max_epochs=60)
     assert metrics["val/auroc"] > 0.9, metrics
+
+
+def test_binary_metrics_ranks_unbounded_scores():
+    from probes import binary_metrics
+
+    y = torch.tensor([0, 0, 1, 1])
+    # Large raw scores (token counts) must not saturate into ties.
+    assert binary_metrics(torch.tensor([40.0, 50.0, 60.0, 70.0]), y)["auroc"] == 1.0
+    assert binary_metrics(torch.tensor([70.0, 60.0, 50.0, 40.0]), y)["auroc"] == 0.0
+    assert binary_metrics(torch.tensor([1.0, 1.0, 1.0, 1.0]), y)["auroc"] == 0.5
+    assert math.isnan(binary_metrics(torch.tensor([0.1, 0.2]), torch.tensor([1, 1]))["auroc"])
