@@ -5,9 +5,11 @@ same LoRA (r 16, alpha 32, dropout 0.05, all linear layers), the same chat-forma
 prompt/completion pairs with completion-only loss, batch size, optimizer (torch AdamW),
 schedule and number of steps. Each runs in its own subprocess so its peak RSS is its own.
 tokens/s = real (non-pad) tokens of the trained examples / wall time from the first
-step's start to the last step's end; both use the same token count.
+step's start to the last step's end; both use the same token count. On a shared machine
+wall time swings several-fold with other load, so use ``--repeats`` (runs alternate, the
+best time of each counts) and compare the printed CPU-time ratio as well.
 
-    .venv/bin/python benchmarks/sft.py --steps 3 --batch-size 8
+    .venv/bin/python benchmarks/sft.py --steps 3 --batch-size 8 --repeats 3 --threads 1
 
 The last line is ``tokens_per_s_vs_trl=<ratio> peak_rss_vs_trl=<ratio>`` (ours / TRL's).
 """
@@ -44,10 +46,10 @@ def run_ucoder(args) -> dict:
 
     class Clock(L.Callback):
         def on_train_batch_start(self, *a):
-            times.append(time.perf_counter()) if not times else None
+            times.extend([time.perf_counter(), time.process_time()]) if not times else None
 
         def on_train_batch_end(self, *a):
-            times[1:] = [time.perf_counter()]
+            times[2:] = [time.perf_counter(), time.process_time()]
 
     module = UCoderModule(model=args.model, load_in_4bit=True, lora=LoraOptions(**LORA),
                           lr=2e-4, warmup_steps=int(0.1 * args.steps), optimizer="adamw",
@@ -59,7 +61,8 @@ def run_ucoder(args) -> dict:
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[Clock()])
     trainer.fit(module, dm)
-    return {"seconds": times[1] - times[0], "steps": trainer.global_step}
+    return {"seconds": times[2] - times[0], "cpu_seconds": times[3] - times[1],
+            "steps": trainer.global_step}
 
 
 def run_trl(args) -> dict:
@@ -74,10 +77,10 @@ def run_trl(args) -> dict:
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            times.append(time.perf_counter()) if not times else None
+            times.extend([time.perf_counter(), time.process_time()]) if not times else None
 
         def on_step_end(self, *a, **k):
-            times[1:] = [time.perf_counter()]
+            times[2:] = [time.perf_counter(), time.process_time()]
 
     model, tok = load_model(args.model, load_in_4bit=True, device="cpu")
     rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
@@ -107,7 +110,8 @@ def run_trl(args) -> dict:
                          processing_class=tok, peft_config=lora_config(LoraOptions(**LORA)),
                          callbacks=callbacks)
     trainer.train()
-    return {"seconds": times[1] - times[0], "steps": trainer.state.global_step}
+    return {"seconds": times[2] - times[0], "cpu_seconds": times[3] - times[1],
+            "steps": trainer.state.global_step}
 
 
 def count_tokens(args) -> int:
@@ -179,12 +183,15 @@ def main() -> None:
                 r = spawn(which, args, work)
                 print(f"{which}: {r['steps']} steps, {r['seconds']:.1f} s, "
                       f"{tokens / r['seconds']:.1f} tokens/s, peak RSS "
-                      f"{r['peak_rss_gib']:.2f} GiB", flush=True)
+                      f"{r['peak_rss_gib']:.2f} GiB, CPU time {r['cpu_seconds']:.1f} s",
+                      flush=True)
                 if which not in best or r["seconds"] < best[which]["seconds"]:
                     best[which] = r
     u, t = best["ucoder"], best["trl"]
     print(f"machine: {os.cpu_count()} CPUs, torch threads {args.threads}; {tokens} tokens, "
           f"{args.steps} steps x batch {args.batch_size}; TRL adapters: {args.trl_adapter_dtype}")
+    print(f"cpu_time_vs_trl={u['cpu_seconds'] / t['cpu_seconds']:.2f} (ours / TRL, the "
+          "best-time runs; CPU time is less sensitive to other load on a shared machine)")
     print(f"tokens_per_s_vs_trl={t['seconds'] / u['seconds']:.2f} "
           f"peak_rss_vs_trl={u['peak_rss_gib'] / t['peak_rss_gib']:.2f}")
 
