@@ -1,0 +1,313 @@
+"""Batched sampling with token log-probs: many prompts x n samples each.
+
+The :class:`Sampler` is the Hugging Face backend of the :class:`GenerationBackend`
+interface (a vLLM backend can sit behind the same ``sample`` signature). What makes
+it fast on a CPU, where every forward pass is weight-bound:
+
+* a prompt is prefilled **once** and its KV cache is copied to its n samples;
+* prompts are grouped by length (little left padding) into batches of up to
+  ``batch_size`` rows, so each weight load serves many tokens;
+* prefill computes logits for the last position only (the 49k-vocab head is costly);
+* rows that finished (EOS, stop string, length) leave the batch at once.
+
+Log-probs are those of the model's own (untempered) distribution, so they equal a
+manual forward pass over prompt + completion and serve as a fluency signal.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+# Top-p is applied inside the TOP_CANDIDATES most likely tokens: sorting the full
+# vocabulary for every row and step costs more than the model's small layers.
+TOP_CANDIDATES = 256
+
+
+@dataclass
+class Sample:
+    """One sampled completion."""
+
+    text: str
+    token_ids: list[int]
+    sum_logprob: float
+    mean_logprob: float
+    num_tokens: int
+    finish_reason: str  # "eos" | "stop" | "length"
+    prompt_index: int = 0
+    sample_index: int = 0
+    prompt_text: str = field(default="", repr=False)
+
+
+class GenerationBackend(Protocol):
+    """What the IPC stages need from a generator; implemented by :class:`Sampler`."""
+
+    def sample(self, prompts: Sequence[str], n: int = 1, **kwargs) -> list[list[Sample]]:
+        ...
+
+
+@dataclass
+class _Row:
+    prompt_index: int
+    sample_index: int
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None
+    text: str | None = None
+
+
+class Sampler:
+    """Sample many completions per prompt from a causal LM (Hugging Face backend).
+
+    Args:
+        model: a transformers causal LM (plain, 4-bit or PEFT-wrapped).
+        tokenizer: its tokenizer.
+        batch_size: rows (prompt x sample) decoded together.
+        chat: wrap prompts in the tokenizer's chat template; ``None`` = when it has one.
+        system_prompt: optional system turn for chat prompts.
+        show_progress: show a tqdm bar (samples done, tokens/s).
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 64, chat: bool | None = None,
+                 system_prompt: str | None = None, show_progress: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} is not allowed: expected >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+        if self.chat and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat=True but the tokenizer has no chat template; use chat=False")
+        self.system_prompt = system_prompt
+        self.show_progress = show_progress
+        self.eos_ids = _eos_ids(model, tokenizer)
+        params = inspect.signature(model.forward).parameters
+        # transformers 5 renamed past_key_values -> cache; support both.
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.last_stats: dict[str, float] = {}
+
+    # -- prompts -------------------------------------------------------------------------
+    def format_prompt(self, prompt: str, prefix: str = "") -> str:
+        """The exact text the model sees for ``prompt`` (chat template applied)."""
+        if not self.chat:
+            return prompt + prefix
+        messages = [{"role": "user", "content": prompt}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+        return text + prefix
+
+    def encode_prompt(self, text: str) -> list[int]:
+        # A chat template already contains its special tokens; plain text gets BOS etc.
+        return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+
+    # -- sampling ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, prompts: Sequence[str], n: int = 1, *, max_new_tokens: int = 256,
+               temperature: float = 0.8, top_p: float = 0.95, top_k: int = 0,
+               stop: Sequence[str] = (), seed: int = 0, prefix: str = "") -> list[list[Sample]]:
+        """Sample ``n`` completions for each prompt.
+
+        Args:
+            prompts: user prompts (or raw text when ``chat=False``).
+            n: samples per prompt; returned grouped per prompt, in order.
+            max_new_tokens: length cap per sample.
+            temperature: 0 means greedy.
+            top_p: nucleus sampling mass (within the 256 most likely tokens).
+            top_k: keep only the k most likely tokens (0 = off).
+            stop: strings that end a sample; the text is cut before the first one.
+            seed: the same seed and inputs give the same samples.
+            prefix: text appended after the prompt (e.g. a code fence) for the model to
+                continue; it is not part of the returned text.
+
+        Returns:
+            One list of ``n`` :class:`Sample` per prompt.
+        """
+        _check_args(n, max_new_tokens, temperature, top_p, top_k)
+        texts = [self.format_prompt(p, prefix) for p in prompts]
+        encoded = [self.encode_prompt(t) for t in texts]
+        rows = [[_Row(i, j) for j in range(n)] for i in range(len(prompts))]
+        generator = torch.Generator().manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        bar = tqdm(total=len(prompts) * n, desc="sampling", unit="sample",
+                   disable=not self.show_progress, dynamic_ncols=True)
+        start, produced = time.perf_counter(), 0
+        try:
+            for batch in _plan_batches(encoded, n, self.batch_size):
+                batch_rows = [rows[i][j] for i, j in batch]
+                produced += self._decode_batch(encoded, batch_rows, max_new_tokens, temperature,
+                                               top_p, top_k, list(stop), generator, bar)
+        finally:
+            bar.close()
+            self.model.train(was_training)
+        seconds = time.perf_counter() - start
+        self.last_stats = {"tokens": produced, "seconds": seconds,
+                           "tokens_per_s": produced / max(seconds, 1e-9)}
+        return [[self._to_sample(r, texts[r.prompt_index], stop) for r in group] for group in rows]
+
+    def _decode_batch(self, encoded, rows: list[_Row], max_new_tokens, temperature, top_p, top_k,
+                      stop, generator, bar) -> int:
+        """Prefill the batch's distinct prompts once, fan out, decode until all rows end."""
+        device = _device_of(self.model)
+        prompt_ids = sorted({r.prompt_index for r in rows})
+        input_ids, mask = _left_pad([encoded[i] for i in prompt_ids], self.tokenizer.pad_token_id)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        cache = _new_cache(self.model)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1)
+        # Fan out: row r continues prompt prompt_ids.index(r.prompt_index).
+        slot = {p: k for k, p in enumerate(prompt_ids)}
+        fan = torch.tensor([slot[r.prompt_index] for r in rows], device=device)
+        _select_rows(cache, fan)
+        logits, mask = logits[fan], mask[fan]
+        next_pos = mask.sum(-1, keepdim=True)
+        active = list(range(len(rows)))
+        produced = 0
+        for _ in range(max_new_tokens):
+            token, logprob = _pick(logits.float(), temperature, top_p, top_k, generator)
+            keep = []
+            for k, row_id in enumerate(active):
+                row = rows[row_id]
+                row.tokens.append(int(token[k]))
+                row.logprobs.append(float(logprob[k]))
+                row.finish = self._finished(row, stop)
+                if row.finish is None:
+                    keep.append(k)
+                else:
+                    bar.update(1)
+            produced += len(active)
+            if not keep:
+                return produced
+            if len(keep) < len(active):
+                idx = torch.tensor(keep, device=device)
+                _select_rows(cache, idx)
+                token, mask, next_pos = token[idx], mask[idx], next_pos[idx]
+                active = [active[k] for k in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
+            logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
+            next_pos = next_pos + 1
+        for row_id in active:
+            rows[row_id].finish = "length"
+            bar.update(1)
+        return produced
+
+    def _forward(self, input_ids, mask, positions, cache, logits_to_keep):
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=logits_to_keep,
+                         **{self._cache_kw: cache})
+        return out.logits[:, -1, :]
+
+    def _finished(self, row: _Row, stop: list[str]) -> str | None:
+        if row.tokens[-1] in self.eos_ids:
+            row.tokens.pop()  # the EOS token ends the sample; it is not part of the text
+            row.logprobs.pop()
+            return "eos"
+        if stop:
+            # Only the tail can complete a new stop string; decode just that much.
+            tail = self.tokenizer.decode(row.tokens[-_TAIL:], skip_special_tokens=False)
+            if any(s in tail for s in stop):
+                return "stop"
+        return None
+
+    def _to_sample(self, row: _Row, prompt_text: str, stop: Sequence[str]) -> Sample:
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        if stop:
+            cut = min((text.find(s) for s in stop if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        total = float(sum(row.logprobs))
+        count = len(row.tokens)
+        return Sample(text=text, token_ids=list(row.tokens), sum_logprob=total,
+                      mean_logprob=total / count if count else 0.0, num_tokens=count,
+                      finish_reason=row.finish or "length", prompt_index=row.prompt_index,
+                      sample_index=row.sample_index, prompt_text=prompt_text)
+
+
+_TAIL = 12  # tokens decoded to look for a stop string (stop strings are short)
+
+
+def _check_args(n, max_new_tokens, temperature, top_p, top_k) -> None:
+    checks = [("n", n, n >= 1, ">= 1"), ("max_new_tokens", max_new_tokens, max_new_tokens >= 1,
+              ">= 1"), ("temperature", temperature, temperature >= 0, ">= 0 (0 = greedy)"),
+              ("top_p", top_p, 0 < top_p <= 1, "in (0, 1]"), ("top_k", top_k, top_k >= 0, ">= 0")]
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def _select_rows(cache, index: torch.Tensor) -> None:
+    """Keep (or repeat) batch rows of a KV cache in place; ``index`` may repeat rows."""
+    cache.batch_select_indices(index)
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    pad = 0 if pad_id is None else pad_id
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for k, s in enumerate(seqs):
+        ids[k, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[k, width - len(s):] = 1
+    return ids, mask
+
+
+def _plan_batches(encoded: list[list[int]], n: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """Group (prompt, sample) pairs into batches of similar prompt length.
+
+    Longest prompts first, so the memory peak shows up at once rather than at the end.
+    A prompt's samples stay together when they fit, so its prefill is shared.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    pairs = [(i, j) for i in order for j in range(n)]
+    return [pairs[k:k + batch_size] for k in range(0, len(pairs), batch_size)]
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose the next token per row; return it and its untempered log-prob."""
+    logprobs = torch.log_softmax(logits, dim=-1)
+    if temperature == 0:
+        token = logits.argmax(dim=-1)
+        return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+    k = min(top_k or TOP_CANDIDATES, TOP_CANDIDATES, logits.shape[-1])
+    top_logits, top_ids = logits.topk(k, dim=-1)
+    probs = torch.softmax(top_logits / temperature, dim=-1)
+    if top_p < 1.0:
+        # Drop tokens once the mass before them reaches top_p (always keep the first).
+        before = probs.cumsum(-1) - probs
+        probs = probs.masked_fill(before >= top_p, 0.0)
+    choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)
+    token = top_ids.gather(-1, choice).squeeze(-1)
+    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
