@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from tests.tiny import tiny_llama, tiny_tokenizer
 from ucoder.evaluation import (
@@ -174,8 +175,13 @@ def test_canonical_solutions_pass_and_wrong_ones_fail_in_the_sandbox(sb, mbpp_pa
 # -- evaluate() end to end with a tiny random model -------------------------------------
 @pytest.fixture(scope="module")
 def tiny_sampler():
+    # One thread: the model is tiny, and on a shared, loaded machine two threads spin-wait
+    # on each other (measured here: 0.4 s with one thread against 9.6 s with two).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     tok = tiny_tokenizer()
-    return Sampler(tiny_llama(tok), tok, batch_size=16, show_progress=False)
+    yield Sampler(tiny_llama(tok), tok, batch_size=16, show_progress=False)
+    torch.set_num_threads(threads)
 
 
 def test_evaluate_garbage_model_scores_zero_without_crashing(tiny_sampler, sb, mbpp_path):
