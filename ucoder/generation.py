@@ -87,8 +87,10 @@ class Sampler:
         self.system_prompt = system_prompt
         self.show_progress = show_progress
         self.eos_ids = _eos_ids(model, tokenizer)
-        params = inspect.signature(model.forward).parameters
-        # transformers 5 renamed past_key_values -> cache; support both.
+        # transformers 5 renamed past_key_values -> cache; support both. A PEFT wrapper
+        # passes keyword arguments through, so ask the model it wraps.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.last_stats: dict[str, float] = {}
 
