@@ -228,3 +228,64 @@ def test_cli_rejects_an_unknown_policy(tmp_path, capsys):
     assert rc == 2 and not out.exists()
     err = capsys.readouterr().err
     assert "'best': unknown; allowed: greedy, random, max_logprob, oracle, ucoder" in err
+
+
+# -- selection on the model's own tests, with scripted model answers --------------------
+class ScriptedSampler:
+    """Answers fixed texts in place of a model, so the right selection is known.
+
+    The selection and scoring code under test is real: test parsing, the sandbox,
+    consensus and hidden-test scoring. Only the text generation is scripted.
+    """
+
+    TESTS = "add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(5, 0) == 5\n"
+    GREEDY = "def add(a, b):\n    return a - b\n"
+    SAMPLES = [  # (code, mean log-prob): the most fluent one is wrong
+        ("def add(a, b):\n    return a - b\n", -0.1),
+        ("def add(a, b):\n    return a + b\n", -0.5),
+        ("def add(a, b):\n    return b + a\n", -0.6),
+        ("def add(a, b):\n    return a * b\n", -0.3),
+        ("def add(a, b):\n    return undefined_name\n", -0.2),
+    ]
+
+    def sample(self, prompts, n=1, *, temperature=0.8, prefix="", **kwargs):
+        from ucoder.generation import Sample
+        from ucoder.prompts import TEST_PREFIX
+
+        def one(text, lp, j):
+            return Sample(text=text, token_ids=[], sum_logprob=lp * 10, mean_logprob=lp,
+                          num_tokens=10, finish_reason="stop", sample_index=j)
+
+        if prefix == TEST_PREFIX:
+            return [[one(self.TESTS, -1.0, j) for j in range(n)] for _ in prompts]
+        if temperature == 0:
+            return [[one(self.GREEDY, -0.1, 0)] for _ in prompts]
+        return [[one(*self.SAMPLES[j % len(self.SAMPLES)], j) for j in range(n)]
+                for _ in prompts]
+
+
+@pytest.mark.parametrize("signature", ["pass", "output", "dual"])
+def test_consensus_selects_the_right_sample_where_fluency_picks_a_wrong_one(sb, mbpp_path,
+                                                                            signature):
+    from ucoder.ipc.consensus import SelectionConfig
+
+    problems = load_benchmark(mbpp_path)  # the scripted tests only fit the first problem
+    names = ("greedy", "random", "max_logprob", "oracle", "ucoder", "random_passing",
+             "low_perplexity", "largest_cluster", "success_rate")
+    report = evaluate(ScriptedSampler(), problems, samples=5, policies=names, sandbox=sb,
+                      num_tests=8, selection=SelectionConfig(signature=signature),
+                      progress=False)
+    got = {name: row["solved"] for name, row in report["policies"].items()}
+    assert got == {"greedy": 0, "random": got["random"], "max_logprob": 0, "oracle": 1,
+                   "ucoder": 1, "random_passing": 1, "low_perplexity": 1,
+                   "largest_cluster": 1, "success_rate": 1}
+    first, second = report["per_problem"]
+    # output/dual also run the asserts' bare calls, so their hashes carry the outputs
+    assert first["correct"] == 2 and first["tests"] == (3 if signature == "pass" else 6)
+    assert first["policies"]["ucoder"]["index"] in (1, 2)
+    assert first["policies"]["ucoder"]["fallback"] is False
+    # No generated test calls hyp(): the policy falls back to the most fluent sample.
+    assert second["tests"] == 0 and second["policies"]["ucoder"]["fallback"] is True
+    assert report["policies"]["ucoder"]["fallbacks"] == 1
+    assert report["pass@k"]["1"] == pytest.approx((2 / 5 + 0) / 2)
+    assert report["pass@k"]["5"] == pytest.approx(0.5)

@@ -84,6 +84,9 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
         "timing", "settings", "per_problem": [...]}``.
     """
     names = check_policies(policies, samples)
+    if any(n in CONSENSUS_POLICIES for n in names):
+        # Imported before any sampling: a missing or broken ipc package fails in seconds.
+        from ucoder.ipc import consensus, tests  # noqa: F401
     start = time.perf_counter()
     timing: dict[str, float] = {}
     prompts = [model_prompt(p) for p in problems]
@@ -102,7 +105,7 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     ) if samples else None
     consensus = [n for n in names if n in CONSENSUS_POLICIES]
     testsets = timed("tests_s", lambda: _generate_tests(
-        sampler, problems, num_tests, seed, max_new_tokens)) if consensus else None
+        sampler, problems, num_tests, seed, max_new_tokens, selection)) if consensus else None
 
     def execute(box):
         return _execute(box, problems, greedy, sampled, testsets, timeout, progress)
@@ -121,12 +124,21 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
                                    timeout=timeout, selection=_plain(selection)))
 
 
-def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens):
-    from ucoder.ipc.tests import generate_tests
+def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens, selection):
+    """The model's tests per problem, written from the skeleton alone.
 
-    return generate_tests(sampler, [p.skeleton or p.prompt for p in problems],
+    With an ``output``/``dual`` signature the asserts' bare calls (``f(2)``) are run too,
+    so the behaviour hashes carry the candidates' outputs, not only pass/fail.
+    """
+    from ucoder.ipc.tests import generate_tests, inputs_only
+
+    sets = generate_tests(sampler, [p.skeleton or p.prompt for p in problems],
                           [p.entry_point for p in problems], num_tests=num_tests, seed=seed,
                           max_new_tokens=max_new_tokens)
+    if getattr(selection, "signature", "pass") != "pass":
+        for s, p in zip(sets, problems):
+            s.tests = list(s.tests) + inputs_only(s.tests, p.entry_point)
+    return sets
 
 
 def _execute(box, problems, greedy, sampled, testsets, timeout, progress) -> list[dict]:
