@@ -26,9 +26,13 @@ def _fit_parse(path: Path):
         def instantiate_classes(self) -> None:  # parse and validate types only
             pass
 
-    cli = ParseOnly(UCoderModule, SFTDataModule, run=False, args=["--config", str(path)],
-                    parser_kwargs={"default_env": False})
-    return cli.config
+        def _run_subcommand(self, subcommand: str) -> None:
+            pass
+
+    # The `fit` subcommand's parser: it also knows fit's own keys (e.g. ckpt_path).
+    cli = ParseOnly(UCoderModule, SFTDataModule, args=["fit", "--config", str(path)],
+                    parser_kwargs={"fit": {"default_env": False}})
+    return cli.config["fit"]
 
 
 PARSERS = {"fit": _fit_parse}
