@@ -1,0 +1,180 @@
+"""Static checks of model-written code with ``ast`` (nothing here executes anything).
+
+Signatures, examples, test snippets and candidate solutions are parsed, never run; a
+check that fails raises :class:`ParseError` whose message is the drop reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import keyword
+import re
+
+TYPING_NAMES = ("Any", "Callable", "Dict", "FrozenSet", "Iterable", "Iterator", "List",
+                "Optional", "Sequence", "Set", "Tuple", "Union")
+_DEF = re.compile(r"(?:def\s+)?([A-Za-z_]\w*)\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)"
+                  r"(\s*->\s*[^:\n`]+)?")
+
+
+class ParseError(ValueError):
+    """A model answer that cannot be used; the message is the drop reason."""
+
+
+def parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def find_signature(text: str) -> str | None:
+    """The first ``def name(args) -> type`` in ``text`` that parses (``def`` optional)."""
+    for match in _DEF.finditer(text.replace("`", " ")):
+        name, args, ret = match.group(1), match.group(2), (match.group(3) or "").strip()
+        if keyword.iskeyword(name) or name in ("print", "assert"):
+            continue
+        signature = f"def {name}({args.strip()})" + (f" {ret}" if ret else "")
+        if parses(signature + ":\n    pass\n"):
+            return signature
+    return None
+
+
+def check_signature(signature: str) -> str:
+    """The function name of a usable signature; raises ParseError otherwise."""
+    try:
+        node = ast.parse(signature + ":\n    pass\n").body[0]
+    except (SyntaxError, ValueError, IndexError) as err:
+        raise ParseError("signature does not parse") from err
+    if not isinstance(node, ast.FunctionDef):
+        raise ParseError("signature is not a function definition")
+    if hasattr(builtins, node.name):
+        raise ParseError(f"function name {node.name!r} shadows a builtin")
+    if not (node.args.args or node.args.posonlyargs or node.args.vararg):
+        raise ParseError("function takes no arguments (tests need inputs)")
+    return node.name
+
+
+def typing_imports(signature: str) -> str:
+    """``from typing import ...`` for the typing names a signature uses ('' if none)."""
+    used = [n for n in TYPING_NAMES if re.search(rf"\b{n}\b", signature)]
+    return f"from typing import {', '.join(used)}" if used else ""
+
+
+def calls_function(node: ast.AST, name: str) -> bool:
+    """Whether ``node`` contains a call of the plain name ``name``."""
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
+               for n in ast.walk(node))
+
+
+def example_to_assert(line: str, entry_point: str) -> str | None:
+    """``f(3) == 9`` / ``f(3) -> 9`` / ``f(3) returns 9`` as ``assert f(3) == 9``, or None."""
+    text = line.strip().strip("`*- ").removeprefix("Example:").strip().strip("`")
+    text = text.removeprefix(">>>").strip()
+    text = re.sub(r"\s*(?:->|=>|returns|should return|→)\s*", " == ", text, count=1)
+    if not text.startswith("assert "):
+        text = "assert " + text
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(node, ast.Assert) or not calls_function(node, entry_point):
+        return None
+    if not isinstance(node.test, ast.Compare):
+        return None
+    return ast.unparse(node)
+
+
+def split_statements(text: str) -> list[str]:
+    """Statements of ``text``: by ``ast`` when it all parses, else line by line."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return [ast.get_source_segment(text, n) or "" for n in tree.body]
+
+
+def check_test(snippet: str, entry_point: str) -> str:
+    """A normalised test snippet (an assert or an expression calling the entry point).
+
+    ``print(f(x))`` becomes ``f(x)``. Raises ParseError with the reason otherwise.
+    """
+    if snippet.lstrip().startswith("#"):
+        raise ParseError("comment")
+    try:
+        tree = ast.parse(snippet.strip())
+    except (SyntaxError, ValueError, RecursionError) as err:
+        raise ParseError("does not parse") from err
+    if len(tree.body) != 1:
+        raise ParseError("not a single statement")
+    node = tree.body[0]
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+            isinstance(node.value.func, ast.Name) and node.value.func.id == "print" and \
+            len(node.value.args) == 1:
+        node = ast.Expr(node.value.args[0])
+    if not isinstance(node, (ast.Assert, ast.Expr)):
+        raise ParseError("not an assert or an expression")
+    if not calls_function(node, entry_point):
+        raise ParseError(f"does not call {entry_point}")
+    return ast.unparse(node)
+
+
+def input_of(test: str, entry_point: str) -> str | None:
+    """The call a test makes (``assert f(2) == 4`` -> ``f(2)``); an expression as is."""
+    try:
+        node = ast.parse(test).body[0]
+    except (SyntaxError, ValueError, RecursionError, IndexError):
+        return None
+    if isinstance(node, ast.Expr):
+        return test
+    if not isinstance(node, ast.Assert):
+        return None
+    expr = node.test
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
+        expr = expr.operand
+    if isinstance(expr, ast.Compare):
+        expr = expr.left
+    return ast.unparse(expr) if calls_function(expr, entry_point) else None
+
+
+def extract_solution(text: str, entry_point: str) -> str:
+    """The code of a candidate that started inside a ```python fence.
+
+    Keeps imports, helpers and the function; drops top-level calls, asserts and the
+    ``__main__`` block (they are not part of a solution). Raises ParseError when the code
+    does not parse, lacks ``entry_point`` or the function has no body beyond a stub.
+    """
+    code = text.split("```", 1)[0].rstrip() + "\n"
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError) as err:
+        raise ParseError("does not parse") from err
+    func = next((n for n in tree.body if isinstance(n, ast.FunctionDef)
+                 and n.name == entry_point), None)
+    if func is None:
+        raise ParseError(f"no function {entry_point}")
+    if _is_stub(func):
+        raise ParseError("function body is only a stub")
+    lines = code.splitlines(keepends=True)
+    drop = set()
+    for node in tree.body:
+        is_doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        is_main = isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+        if (isinstance(node, ast.Expr) and not is_doc) or isinstance(node, ast.Assert) \
+                or is_main:
+            drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return "".join(x for i, x in enumerate(lines, start=1) if i not in drop).strip("\n") + "\n"
+
+
+def _is_stub(func: ast.FunctionDef) -> bool:
+    for node in func.body:
+        if isinstance(node, ast.Pass):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # docstring or ...
+        if isinstance(node, ast.Raise) and "NotImplementedError" in ast.unparse(node):
+            continue
+        return False
+    return True

@@ -1,0 +1,104 @@
+"""Stage 1 (problem generator) and stage 2 (quality oracle).
+
+Problems are asked for across the paper's five categories and three difficulty levels,
+each prompt with its own topic so a small model does not write the same problem twice;
+answers are parsed (:func:`ucoder.prompts.parse_problem`), deduplicated
+(:mod:`ucoder.ipc.dedup`, seeded with the prompt's own example) and rated by the model.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ucoder.ipc.code import ParseError
+from ucoder.ipc.dedup import Deduplicator
+from ucoder.prompts import (
+    CATEGORIES,
+    DIFFICULTIES,
+    PROBLEM_PREFIX,
+    PROBLEM_STOP,
+    RATING_PREFIX,
+    RATING_STOP,
+    TOPICS,
+    parse_problem,
+    parse_rating,
+    problem_prompt,
+    rating_prompt,
+)
+from ucoder.records import Dropped, Problem
+
+EXAMPLE_PROBLEM = ("Return how many vowels (a, e, i, o, u) the string s contains.",
+                   "def count_vowels(s: str) -> int")
+
+
+def problem_plan(count: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """``count`` (category, difficulty, topic) triples: categories and levels cycle,
+    topics are shuffled by ``seed`` so rounds with other seeds ask for other things."""
+    topics = list(TOPICS)
+    random.Random(seed).shuffle(topics)
+    return [(CATEGORIES[i % len(CATEGORIES)], DIFFICULTIES[(i // len(CATEGORIES)) % 3],
+             topics[i % len(topics)]) for i in range(count)]
+
+
+def generate_problems(sampler, count: int, *, attempts: int | None = None, seed: int = 0,
+                      temperature: float = 0.8, top_p: float = 0.95,
+                      max_new_tokens: int = 160) -> tuple[list[Problem], list[Dropped]]:
+    """Ask for ``attempts`` problems (default 2 x ``count``); keep up to ``count``.
+
+    Returns:
+        ``(problems, dropped)``: unique problems with ids ``p0000``...; every answer not
+        kept is a :class:`Dropped` with its reason (parse error, duplicate, surplus).
+    """
+    attempts = attempts if attempts is not None else 2 * count
+    plan = problem_plan(attempts, seed)
+    prompts = [problem_prompt(c, d, t) for c, d, t in plan]
+    samples = sampler.sample(prompts, 1, temperature=temperature, top_p=top_p, seed=seed,
+                             max_new_tokens=max_new_tokens, stop=list(PROBLEM_STOP),
+                             prefix=PROBLEM_PREFIX)
+    dedup = Deduplicator()
+    dedup.seed([("the prompt's example", *EXAMPLE_PROBLEM)])
+    kept: list[Problem] = []
+    dropped: list[Dropped] = []
+    for k, ((category, difficulty, _), group) in enumerate(zip(plan, samples)):
+        text = PROBLEM_PREFIX + group[0].text
+        item = f"answer{k:04d}"
+        try:
+            fields = parse_problem(text)
+        except ParseError as err:
+            dropped.append(Dropped("problems", item, str(err), text))
+            continue
+        if len(kept) >= count:
+            dropped.append(Dropped("problems", item, f"surplus beyond {count} problems", text))
+            continue
+        pid = f"p{len(kept):04d}"
+        why = dedup.check(pid, fields["description"], fields["signature"])
+        if why is not None:
+            dropped.append(Dropped("problems", item, why, text))
+            continue
+        kept.append(Problem(id=pid, category=category, difficulty=difficulty, **fields))
+    return kept, dropped
+
+
+def rate_problems(sampler, problems: list[Problem], *, min_rating: float = 3.0, seed: int = 0,
+                  max_new_tokens: int = 32) -> tuple[list[Problem], list[Dropped]]:
+    """Greedy self-rating; problems scoring under ``min_rating`` (or unparsable) drop."""
+    if not problems:
+        return [], []
+    samples = sampler.sample([rating_prompt(p) for p in problems], 1, temperature=0.0,
+                             seed=seed, max_new_tokens=max_new_tokens, stop=list(RATING_STOP),
+                             prefix=RATING_PREFIX)
+    kept, dropped = [], []
+    for p, group in zip(problems, samples):
+        text = RATING_PREFIX + group[0].text
+        try:
+            score, reason = parse_rating(text)
+        except ParseError as err:
+            dropped.append(Dropped("rated", p.id, f"rating: {err}", text))
+            continue
+        p.rating, p.rating_reason = score, reason
+        if score < min_rating:
+            dropped.append(Dropped("rated", p.id, f"rating {score:g} < min_rating "
+                                   f"{min_rating:g}", text))
+            continue
+        kept.append(p)
+    return kept, dropped

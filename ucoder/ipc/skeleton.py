@@ -1,0 +1,82 @@
+"""Stage 3 (interface synthesizer): a function skeleton per problem.
+
+The skeleton is the imports, the typed signature from the problem and a docstring with
+the problem's examples as doctests — the shape of a HumanEval prompt, which is what the
+model is asked to complete at test time. The signature is fixed (it came from the problem
+and parses); the model is shown it and writes the docstring, which is taken from its
+answer (the sampler's prefix is shared by a whole batch, so it cannot hold each problem's
+``def`` line). A docstring that does not qualify (too short, contains code) is replaced
+by the problem's description, and the problem records ``skeleton_source = "derived"``
+and why. Every skeleton is checked with ``ast`` before it is kept.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from ucoder.ipc.code import ParseError
+from ucoder.prompts import (
+    SKELETON_PREFIX,
+    SKELETON_STOP,
+    build_skeleton,
+    derived_docstring,
+    parse_docstring,
+    skeleton_prompt,
+)
+from ucoder.records import Dropped, Problem
+
+
+def check_skeleton(skeleton: str, entry_point: str) -> None:
+    """Raise ParseError unless ``skeleton`` parses and defines ``entry_point`` as a stub."""
+    try:
+        tree = ast.parse(skeleton)
+    except (SyntaxError, ValueError) as err:
+        raise ParseError(f"skeleton does not parse ({err})") from err
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry_point]
+    if not funcs:
+        raise ParseError(f"skeleton does not define {entry_point}")
+    if ast.get_docstring(funcs[0]) is None:
+        raise ParseError("skeleton has no docstring")
+
+
+def make_skeletons(sampler, problems: list[Problem], *, use_model: bool = True, seed: int = 0,
+                   max_new_tokens: int = 96) -> tuple[list[Problem], list[Dropped]]:
+    """Fill ``problem.skeleton`` (model docstring, else derived); return kept and dropped.
+
+    Args:
+        use_model: ask the model for the docstring; False derives every skeleton.
+    """
+    texts: list[str | None] = [None] * len(problems)
+    if use_model and problems:
+        samples = sampler.sample([skeleton_prompt(p) for p in problems], 1, temperature=0.0,
+                                 seed=seed, max_new_tokens=max_new_tokens,
+                                 stop=list(SKELETON_STOP), prefix=SKELETON_PREFIX)
+        texts = [g[0].text for g in samples]
+    kept, dropped = [], []
+    for p, text in zip(problems, texts):
+        source, note = "derived", "model not asked"
+        doc = None
+        if text is not None:
+            try:
+                doc = parse_docstring(text)
+                source, note = "model", ""
+            except ParseError as err:
+                note = str(err)
+        skeleton = build_skeleton(p, doc if doc is not None else derived_docstring(p))
+        try:
+            check_skeleton(skeleton, p.entry_point)
+        except ParseError as err:
+            if source == "model":  # the model's docstring broke it (e.g. a stray quote)
+                skeleton = build_skeleton(p, derived_docstring(p))
+                source, note = "derived", str(err)
+                try:
+                    check_skeleton(skeleton, p.entry_point)
+                except ParseError as err2:
+                    dropped.append(Dropped("skeletons", p.id, str(err2), skeleton))
+                    continue
+            else:
+                dropped.append(Dropped("skeletons", p.id, str(err), skeleton))
+                continue
+        p.skeleton, p.skeleton_source = skeleton, source if not note else f"{source}: {note}"
+        kept.append(p)
+    return kept, dropped
