@@ -129,7 +129,7 @@ def parse_rating(text: str) -> tuple[float, str]:
         raise ParseError(f"score {match.group(1)} outside 1-10")
     rest = body[match.end():]
     reason = rest.split("Reason:", 1)[1] if "Reason:" in rest else rest
-    return score, " ".join(reason.split())[:200]
+    return score, " ".join(reason.strip().strip("*").split())[:200]
 
 
 # -- stage 3: skeleton ------------------------------------------------------------------

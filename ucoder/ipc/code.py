@@ -70,7 +70,7 @@ def calls_function(node: ast.AST, name: str) -> bool:
 
 def example_to_assert(line: str, entry_point: str) -> str | None:
     """``f(3) == 9`` / ``f(3) -> 9`` / ``f(3) returns 9`` as ``assert f(3) == 9``, or None."""
-    text = line.strip().strip("`*- ").removeprefix("Example:").strip().strip("`")
+    text = line.strip().strip("*- ").removeprefix("Example:").replace("`", "").strip()
     text = text.removeprefix(">>>").strip()
     text = re.sub(r"\s*(?:->|=>|returns|should return|→)\s*", " == ", text, count=1)
     if not text.startswith("assert "):
