@@ -289,3 +289,25 @@ def test_consensus_selects_the_right_sample_where_fluency_picks_a_wrong_one(sb, 
     assert report["policies"]["ucoder"]["fallbacks"] == 1
     assert report["pass@k"]["1"] == pytest.approx((2 / 5 + 0) / 2)
     assert report["pass@k"]["5"] == pytest.approx(0.5)
+
+
+@pytest.mark.integration
+def test_embedded_model_end_to_end_on_two_humaneval_problems(sb):
+    from ucoder.models import EMBEDDED_MODEL, load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see tiny_sampler: one thread is faster on a busy machine
+    try:
+        model, tok = load_model(EMBEDDED_MODEL, device="cpu")
+        sampler = Sampler(model, tok, batch_size=16, show_progress=False)
+        report = evaluate(sampler, load_benchmark("humaneval", limit=2), samples=2,
+                          policies=("greedy", "random", "ucoder"), num_tests=4, sandbox=sb,
+                          max_new_tokens=64, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert report["benchmark"] == "humaneval" and report["problems"] == 2
+    assert set(report["policies"]) == {"greedy", "random", "ucoder"}
+    assert set(report["pass@k"]) == {"1", "2"}
+    for row in report["per_problem"]:
+        assert row["samples"] == 2 and len(row["candidates"]) == 2 and "tests" in row
+        assert "def " in row["greedy_code"]  # the instruct prompt gets a whole function

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64,
                         help="rows (prompt x sample) decoded together")
     parser.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes NF4 weights")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default). On a shared, busy "
+                             "machine 1 is much faster: threads spin-wait on each other")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
 
@@ -84,8 +87,17 @@ def run(args: argparse.Namespace) -> int:
         selection = SelectionConfig(signature=args.signature, min_success=args.min_success,
                                     min_cluster=args.min_cluster, seed=args.seed)
 
+    import torch
+
     from ucoder.generation import Sampler
     from ucoder.models import load_model
+
+    if args.threads < 0:
+        print(f"ucoder eval: --threads={args.threads} is not allowed; use 0 (default) or "
+              "a positive integer", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, tokenizer = load_model(args.model, adapter=args.adapter, device=args.device,
                                   dtype=args.dtype, load_in_4bit=args.load_in_4bit)
