@@ -311,3 +311,17 @@ def test_embedded_model_end_to_end_on_two_humaneval_problems(sb):
     for row in report["per_problem"]:
         assert row["samples"] == 2 and len(row["candidates"]) == 2 and "tests" in row
         assert "def " in row["greedy_code"]  # the instruct prompt gets a whole function
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tests", "0"], "--tests=0 is not allowed with consensus policies"),
+    (["--samples", "0"], "samples=0 allows only the 'greedy' policy"),
+    (["--benchmark", "nope"], "benchmark='nope' is not known"),
+    (["--threads", "-1"], "--threads=-1 is not allowed"),
+])
+def test_cli_rejects_bad_options_before_loading_a_model(tmp_path, capsys, argv, message):
+    from ucoder.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", str(tmp_path / "no-model"), *argv, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

@@ -84,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
     if any(p in CONSENSUS_POLICIES for p in policies):
         from ucoder.ipc.consensus import SelectionConfig
 
-        selection = SelectionConfig(signature=args.signature, min_success=args.min_success,
-                                    min_cluster=args.min_cluster, seed=args.seed)
+        try:
+            if args.tests < 1:
+                raise ValueError(f"--tests={args.tests} is not allowed with consensus "
+                                 "policies; use an integer >= 1")
+            selection = SelectionConfig(signature=args.signature, min_success=args.min_success,
+                                        min_cluster=args.min_cluster, seed=args.seed)
+        except ValueError as err:
+            print(f"ucoder eval: {err}", file=sys.stderr)
+            return 2
 
     import torch
 

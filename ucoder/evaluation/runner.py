@@ -85,6 +85,9 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     """
     names = check_policies(policies, samples)
     if any(n in CONSENSUS_POLICIES for n in names):
+        if isinstance(num_tests, bool) or not isinstance(num_tests, int) or num_tests < 1:
+            raise ValueError(f"num_tests={num_tests!r} is not allowed with consensus policies; "
+                             "use an integer >= 1")
         # Imported before any sampling: a missing or broken ipc package fails in seconds.
         from ucoder.ipc import consensus, tests  # noqa: F401
     start = time.perf_counter()
