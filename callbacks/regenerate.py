@@ -66,10 +66,14 @@ class RegenerateData(RoundListener):
         self.extra_score = None
         self.rounds: list[dict[str, Any]] = []  # one summary per finished round
         self.train_file: str | None = None
+        self.epochs_done = 0
 
     # -- hooks ----------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module) -> None:
-        needed = trainer.current_epoch // self.every_n_epochs
+        # Lightning restores the loop's epoch only after on_fit_start; our own count of
+        # finished epochs comes back with the callback state, before it.
+        epoch = max(trainer.current_epoch, self.epochs_done)
+        needed = epoch // self.every_n_epochs
         if len(self.rounds) <= needed:
             self._run_round(trainer, pl_module, needed)
         elif self.train_file:  # resumed after this epoch's round: read the same data
@@ -77,6 +81,7 @@ class RegenerateData(RoundListener):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         next_epoch = trainer.current_epoch + 1
+        self.epochs_done = next_epoch
         if trainer.should_stop or next_epoch % self.every_n_epochs:
             return
         if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= next_epoch:
@@ -85,11 +90,13 @@ class RegenerateData(RoundListener):
         self._run_round(trainer, pl_module, next_epoch // self.every_n_epochs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rounds": self.rounds, "train_file": self.train_file}
+        return {"rounds": self.rounds, "train_file": self.train_file,
+                "epochs_done": self.epochs_done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rounds = list(state.get("rounds", []))
         self.train_file = state.get("train_file")
+        self.epochs_done = int(state.get("epochs_done", 0))
 
     # -- a round --------------------------------------------------------------------------
     def make_sampler(self, pl_module):
@@ -126,7 +133,8 @@ class RegenerateData(RoundListener):
         if trainer.is_global_zero:
             write_jsonl(train_file, pairs)
         trainer.strategy.barrier("ucoder_train_file_written")
-        summary = {"round": index, "epoch": trainer.current_epoch, "dir": str(round_dir),
+        summary = {"round": index, "epoch": max(trainer.current_epoch, self.epochs_done),
+                   "dir": str(round_dir),
                    "selected": int(stats.get("selected", 0)), "new_pairs": new,
                    "train_pairs": len(pairs), "train_file": str(train_file),
                    "seconds": round(time.perf_counter() - start, 1), "stats": stats}
