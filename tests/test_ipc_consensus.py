@@ -118,7 +118,19 @@ def test_extra_score_reorders_inside_the_cluster():
 def test_nothing_to_select():
     assert pick([])[1].reason == "no candidates"
     name, sel = pick([cand("crash", [], [])])
-    assert name is None and "ran" in sel.reason and sel.clusters == []
+    assert name is None and "no test passed" in sel.reason and sel.clusters == []
+    name, sel = pick([cand("crash", [], [])], ignore_dead_tests=False)
+    assert name is None and "ran" in sel.reason
+
+
+def test_dead_tests_are_ignored():
+    # Test 2 fails for everyone (e.g. len() of an int): without it the right cluster
+    # passes everything and qualifies; with it nobody reaches rho = 0.8.
+    cands = [cand("right-a", [T, T, F], logprob=-0.5), cand("right-b", [T, T, F]),
+             cand("wrong", [T, F, F])]
+    name, sel = pick(cands)
+    assert name == "right-a" and sel.live_tests == [0, 1] and sel.success[0] == 1.0
+    assert pick(cands, ignore_dead_tests=False)[0] is None
 
 
 def test_cluster_and_success_helpers():

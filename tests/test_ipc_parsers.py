@@ -8,12 +8,13 @@ import pytest
 
 from ucoder.ipc.code import (
     ParseError,
+    arity_of,
     check_signature,
     check_test,
     example_to_assert,
     extract_solution,
     find_signature,
-    input_of,
+    inputs_of,
     typing_imports,
 )
 from ucoder.ipc.dedup import Deduplicator, jaccard, shingles
@@ -142,10 +143,21 @@ def test_check_test_and_inputs():
                             ("f(1); f(2)", "single statement")]:
         with pytest.raises(ParseError, match=reason):
             check_test(snippet, "f")
-    assert input_of("assert f(2) == 4", "f") == "f(2)"
-    assert input_of("assert not f(2)", "f") == "f(2)"
-    assert input_of("f(3)", "f") == "f(3)"
-    assert input_of("assert 4 == f(2)", "f") is None
+    with pytest.raises(ParseError, match="undefined name input_list"):
+        check_test("assert f(input_list) == 1", "f")
+    assert check_test("assert all(f(x) for x in [1, 2])", "f") == \
+        "assert all((f(x) for x in [1, 2]))"
+    assert arity_of("def f(a, b, c=1):\n    pass", "f") == (2, 3)
+    assert arity_of("def f(a, *r):\n    pass", "f")[0] == 1
+    with pytest.raises(ParseError, match="with 1 arguments, signature takes 2-3"):
+        check_test("assert f(1) == 2", "f", arity=(2, 3))
+    assert check_test("f(1, 2)", "f", arity=(2, 3)) == "f(1, 2)"
+    assert inputs_of("assert f(2) == 4", "f") == ["f(2)"]
+    assert inputs_of("assert not f(2)", "f") == ["f(2)"]
+    assert inputs_of("f(3)", "f") == ["f(3)"]
+    assert inputs_of("assert 4 == f(2)", "f") == ["f(2)"]
+    assert inputs_of("assert 8 in (f(1), f(2))", "f") == ["f(1)", "f(2)"]
+    assert inputs_of("assert f(f(1)) == 3", "f") == ["f(f(1))"]
     assert inputs_only(["assert f(2) == 4", "assert f(2) == 5", "f(3)"], "f") == ["f(2)", "f(3)"]
 
 

@@ -180,6 +180,8 @@ def parse_docstring(text: str) -> str:
         raise ParseError("docstring over 1500 characters")
     if re.search(r"^\s*(def |return |import |class |>>>)", doc, re.MULTILINE) or "```" in doc:
         raise ParseError("docstring contains code")
+    if "Count the vowels" in doc or "the text to scan" in doc:
+        raise ParseError("docstring copies the prompt's example")
     return doc
 
 

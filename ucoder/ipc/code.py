@@ -51,6 +51,8 @@ def check_signature(signature: str) -> str:
         raise ParseError("signature is not a function definition")
     if hasattr(builtins, node.name):
         raise ParseError(f"function name {node.name!r} shadows a builtin")
+    if node.args.args and node.args.args[0].arg in ("self", "cls"):
+        raise ParseError("a method (self/cls), not a function")
     if not (node.args.args or node.args.posonlyargs or node.args.vararg):
         raise ParseError("function takes no arguments (tests need inputs)")
     return node.name
@@ -96,10 +98,13 @@ def split_statements(text: str) -> list[str]:
     return [ast.get_source_segment(text, n) or "" for n in tree.body]
 
 
-def check_test(snippet: str, entry_point: str) -> str:
+def check_test(snippet: str, entry_point: str, arity: tuple[int, int] | None = None) -> str:
     """A normalised test snippet (an assert or an expression calling the entry point).
 
-    ``print(f(x))`` becomes ``f(x)``. Raises ParseError with the reason otherwise.
+    ``print(f(x))`` becomes ``f(x)``. Rejected (ParseError with the reason): what does not
+    parse, is not one assert/expression, never calls the entry point, uses a name it does
+    not define (``f(input_list)``), or calls the function with a number of positional
+    arguments outside ``arity`` (min, max) when given.
     """
     if snippet.lstrip().startswith("#"):
         raise ParseError("comment")
@@ -118,25 +123,63 @@ def check_test(snippet: str, entry_point: str) -> str:
         raise ParseError("not an assert or an expression")
     if not calls_function(node, entry_point):
         raise ParseError(f"does not call {entry_point}")
+    free = undefined_names(node, entry_point)
+    if free:
+        raise ParseError(f"uses undefined name {free[0]}")
+    if arity is not None:
+        for call in entry_calls(node, entry_point):
+            if any(isinstance(a, ast.Starred) for a in call.args) or call.keywords:
+                continue
+            if not arity[0] <= len(call.args) <= arity[1]:
+                raise ParseError(f"calls {entry_point} with {len(call.args)} arguments, "
+                                 f"signature takes {arity[0]}-{arity[1]}")
     return ast.unparse(node)
 
 
-def input_of(test: str, entry_point: str) -> str | None:
-    """The call a test makes (``assert f(2) == 4`` -> ``f(2)``); an expression as is."""
+def undefined_names(node: ast.AST, entry_point: str) -> list[str]:
+    """Names read in ``node`` that neither it, the builtins nor ``entry_point`` define."""
+    bound = {entry_point, *TYPING_NAMES}
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            bound.add(n.id)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+    return sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                   and isinstance(n.ctx, ast.Load) and n.id not in bound
+                   and not hasattr(builtins, n.id)})
+
+
+def entry_calls(node: ast.AST, entry_point: str) -> list[ast.Call]:
+    """The calls of ``entry_point`` in ``node``, outermost first."""
+    return [n for n in ast.walk(node) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name) and n.func.id == entry_point]
+
+
+def arity_of(source: str, entry_point: str) -> tuple[int, int] | None:
+    """(min, max) positional arguments ``entry_point`` accepts in ``source`` (a skeleton)."""
     try:
-        node = ast.parse(test).body[0]
-    except (SyntaxError, ValueError, RecursionError, IndexError):
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
         return None
-    if isinstance(node, ast.Expr):
-        return test
-    if not isinstance(node, ast.Assert):
+    func = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+                 and n.name == entry_point), None)
+    if func is None:
         return None
-    expr = node.test
-    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not):
-        expr = expr.operand
-    if isinstance(expr, ast.Compare):
-        expr = expr.left
-    return ast.unparse(expr) if calls_function(expr, entry_point) else None
+    args = func.args
+    positional = len(args.posonlyargs) + len(args.args)
+    return positional - len(args.defaults), (10**6 if args.vararg else positional)
+
+
+def inputs_of(test: str, entry_point: str) -> list[str]:
+    """The calls of the entry point a test makes, as expressions, outermost only
+    (``assert 8 == f(2)`` -> ``["f(2)"]``; ``f(f(1))`` -> ``["f(f(1))"]``)."""
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    calls = entry_calls(tree, entry_point)
+    inner = {id(n) for c in calls for n in ast.walk(c) if n is not c}
+    return [ast.unparse(c) for c in calls if id(c) not in inner]
 
 
 def extract_solution(text: str, entry_point: str) -> str:

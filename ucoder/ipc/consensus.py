@@ -21,6 +21,7 @@ run, or there were no tests) qualifies for nothing. Within-candidate ties are br
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -44,6 +45,10 @@ class SelectionConfig:
         extra_weight: weight of ``Candidate.extra_score`` (e.g. a probe's probability)
             added to the mean log-prob when candidates are ranked.
         seed: seeds ``random_passing``.
+        ignore_dead_tests: leave out tests that no candidate passes before anything is
+            computed. Such a test separates no candidates (in ``pass`` mode) and only
+            lowers every success alike; with a small model it is usually a broken test
+            (a wrong arity, ``len()`` of an int) that would fail every right solution.
     """
 
     signature: str = "pass"
@@ -52,6 +57,7 @@ class SelectionConfig:
     min_cluster: int = 2
     extra_weight: float = 0.0
     seed: int = 0
+    ignore_dead_tests: bool = True
 
     def __post_init__(self):
         if self.signature not in SIGNATURES:
@@ -67,6 +73,9 @@ class SelectionConfig:
                 or self.min_cluster < 1:
             raise ValueError(f"min_cluster={self.min_cluster!r} is not allowed; "
                              "use an integer >= 1")
+        if not isinstance(self.ignore_dead_tests, bool):
+            raise ValueError(f"ignore_dead_tests={self.ignore_dead_tests!r} is not allowed; "
+                             "use True or False")
         if not isinstance(self.extra_weight, (int, float)) or not math.isfinite(
                 self.extra_weight):
             raise ValueError(f"extra_weight={self.extra_weight!r} is not allowed; "
@@ -93,6 +102,7 @@ class Selection:
     clusters: list[list[int]]
     success: list[float]
     in_consensus: list[bool]
+    live_tests: list[int] | None = None  # the tests used (None: all)
 
 
 def candidate_from_result(completion: str, mean_logprob: float, result) -> Candidate:
@@ -126,14 +136,36 @@ def cluster(candidates: Sequence[Candidate], mode: str) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
 
 
+def drop_dead_tests(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[int]]:
+    """Candidates restricted to the tests at least one of them passes, and those tests."""
+    width = max((len(c.passed) for c in candidates), default=0)
+    live = [j for j in range(width) if any(j < len(c.passed) and c.passed[j]
+                                           for c in candidates)]
+    if len(live) == width:
+        return list(candidates), live
+    out = []
+    for c in candidates:
+        keep = [j for j in live if j < len(c.passed)] if live else []
+        out.append(dataclasses.replace(c, passed=[c.passed[j] for j in keep],
+                                       hashes=[c.hashes[j] if j < len(c.hashes) else None
+                                               for j in keep]))
+    return out, live
+
+
 def select(candidates: Sequence[Candidate], config: SelectionConfig) -> Selection:
     """Choose one candidate per ``config`` (see the module docstring)."""
+    live = None
+    if config.ignore_dead_tests:
+        candidates, live = drop_dead_tests(candidates)
     success = [execution_success(c) for c in candidates]
     clusters = cluster(candidates, config.signature)
     result = Selection(index=None, reason="", clusters=clusters, success=success,
-                       in_consensus=[False] * len(candidates))
+                       in_consensus=[False] * len(candidates), live_tests=live)
     if not candidates:
         result.reason = "no candidates"
+        return result
+    if live == []:
+        result.reason = "no test passed by any candidate"
         return result
     if not clusters:
         result.reason = "no candidate ran any test"

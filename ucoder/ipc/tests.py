@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ucoder.ipc.code import ParseError, check_test, input_of, split_statements
+from ucoder.ipc.code import ParseError, arity_of, check_test, inputs_of, split_statements
 from ucoder.prompts import TEST_PREFIX, TEST_STOP, test_prompt
 
 MAX_TEST_CHARS = 300  # a longer snippet is almost always a runaway generation
@@ -33,8 +33,10 @@ class TestSet:
     dropped: list[dict] = field(default_factory=list)  # {"text", "reason"}
 
 
-def parse_tests(texts: Sequence[str], entry_point: str, num_tests: int) -> TestSet:
-    """Keep up to ``num_tests`` distinct valid snippets from the answers ``texts``."""
+def parse_tests(texts: Sequence[str], entry_point: str, num_tests: int,
+                arity: tuple[int, int] | None = None) -> TestSet:
+    """Keep up to ``num_tests`` distinct valid snippets from the answers ``texts``
+    (``arity``: the positional-argument range calls must respect)."""
     out = TestSet()
     seen: set[str] = set()
     for text in texts:
@@ -42,7 +44,7 @@ def parse_tests(texts: Sequence[str], entry_point: str, num_tests: int) -> TestS
             try:
                 if len(snippet) > MAX_TEST_CHARS:
                     raise ParseError(f"longer than {MAX_TEST_CHARS} characters")
-                test = check_test(snippet, entry_point)
+                test = check_test(snippet, entry_point, arity)
                 if test in seen:
                     raise ParseError("duplicate")
                 if len(out.tests) >= num_tests:
@@ -85,15 +87,17 @@ def generate_tests(sampler, skeletons: Sequence[str], entry_points: Sequence[str
                              max_new_tokens=max_new_tokens, stop=list(TEST_STOP),
                              prefix=TEST_PREFIX)
     start = TEST_PREFIX.removeprefix("```python\n")
-    return [parse_tests([start + a.text for a in group], entry, num_tests)
-            for group, entry in zip(answers, entry_points)]
+    return [parse_tests([start + a.text for a in group], entry, num_tests,
+                        arity_of(skeleton, entry))
+            for group, entry, skeleton in zip(answers, entry_points, skeletons)]
 
 
 def inputs_only(tests: Sequence[str], entry_point: str) -> list[str]:
-    """The distinct calls the tests make, as expressions (their expected values dropped)."""
+    """The distinct calls the tests make, as expressions (their expected values dropped):
+    ``assert f(2) == 4`` -> ``f(2)``; ``assert 8 in (f(1), f(2))`` -> ``f(1)``, ``f(2)``."""
     out: list[str] = []
     for test in tests:
-        call = input_of(test, entry_point)
-        if call is not None and call not in out:
-            out.append(call)
+        for call in inputs_of(test, entry_point):
+            if call not in out:
+                out.append(call)
     return out
