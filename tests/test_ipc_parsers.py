@@ -194,3 +194,15 @@ def test_dedup_exact_and_near():
     assert jaccard(shingles("a b c d"), shingles("a b c d")) == 1.0
     with pytest.raises(ValueError, match="threshold"):
         Deduplicator(threshold=0)
+
+
+def test_mutated_inputs_change_one_literal_argument_at_a_time():
+    from ucoder.ipc.mutate import mutate_call, mutated_inputs
+
+    assert mutate_call("f(2, 'ab')", "f")[:3] == ["f(3, 'ab')", "f(1, 'ab')", "f(0, 'ab')"]
+    assert "f(2, 'ba')" in mutate_call("f(2, 'ab')", "f")
+    assert "f([3, 2, 1])" in mutate_call("f([1, 2, 3])", "f")
+    assert mutate_call("f(x)", "f") == [] and mutate_call("g(1)", "f") == []
+    out = mutated_inputs(["f(1)", "f([5])"], "f", 3)
+    # Round-robin; [5] reversed is f([5]) itself, so that pool adds nothing in round one.
+    assert out == ["f(2)", "f(0)", "f([])"]

@@ -110,7 +110,9 @@ def test_a_round_selects_the_consensus_and_records_every_drop(tmp_path, box):
     assert stats["cluster_size_histogram"] == {"2": 2, "4": 2}
     assert set(stats["seconds"]) == set(STAGES)
     tests = read_jsonl(tmp_path / "tests.jsonl")
-    assert tests[0]["tests"] == ["double(2)", "double(3)", "double(-1)"]  # 2 answers
+    # The example's call, the model's calls (2 answers), then 6 mutations of them.
+    assert tests[0]["tests"][:3] == ["double(2)", "double(3)", "double(-1)"]
+    assert len(tests[0]["tests"]) == 9 and "double(1)" in tests[0]["tests"]
 
 
 def test_resume_redoes_only_the_missing_stage_and_later(tmp_path, box):

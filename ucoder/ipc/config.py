@@ -31,6 +31,8 @@ class RoundConfig:
         min_tests: tests a problem needs to go on to sampling.
         skeleton_by_model: the model writes the docstring (else derived from the problem).
         test_form: ``asserts`` (as written), ``inputs`` (their calls only) or ``both``.
+        mutated_inputs: extra inputs per problem made by mutating the literal arguments
+            of the model's calls (:mod:`ucoder.ipc.mutate`); not for ``asserts``.
         problem_temperature, test_temperature, solution_temperature, top_p: sampling.
         problem_tokens, rating_tokens, skeleton_tokens, test_tokens, solution_tokens:
             max_new_tokens per stage.
@@ -46,6 +48,7 @@ class RoundConfig:
     min_tests: int = 2
     skeleton_by_model: bool = True
     test_form: str = "inputs"
+    mutated_inputs: int = 6
     problem_temperature: float = 0.8
     test_temperature: float = 0.8
     solution_temperature: float = 0.8
@@ -62,10 +65,11 @@ class RoundConfig:
     def __post_init__(self):
         if isinstance(self.selection, dict):
             self.selection = selection_from_dict(self.selection)
-        for name in ("problems", "tests", "samples", "min_tests", "problem_tokens",
+        for name in ("problems", "tests", "samples", "min_tests", "mutated_inputs",
+                     "problem_tokens",
                      "rating_tokens", "skeleton_tokens", "test_tokens", "solution_tokens"):
             value = getattr(self, name)
-            low = 0 if name == "min_tests" else 1
+            low = 0 if name in ("min_tests", "mutated_inputs") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {low}")
         for name, low, high in (("problem_attempts", 1.0, 20.0), ("min_rating", 0.0, 10.0),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ucoder.ipc.consensus import Candidate, select
+from ucoder.ipc.mutate import mutated_inputs
 from ucoder.ipc.problems import generate_problems, rate_problems
 from ucoder.ipc.skeleton import make_skeletons
 from ucoder.ipc.solutions import execute_candidates, sample_candidates
@@ -42,7 +43,8 @@ def skeletons(sampler, cfg, rows, seed: int):
 
 
 def tests(sampler, cfg, rows, seed: int):
-    """The problem's own examples first, then the model's tests; in ``cfg.test_form``."""
+    """The problem's own examples first, then the model's tests, in ``cfg.test_form``;
+    their inputs are extended by up to ``cfg.mutated_inputs`` mutations."""
     probs = _problems(rows)
     sets = generate_tests(sampler, [p.skeleton for p in probs], [p.entry_point for p in probs],
                           num_tests=cfg.tests, seed=seed, temperature=cfg.test_temperature,
@@ -51,9 +53,11 @@ def tests(sampler, cfg, rows, seed: int):
     for p, ts in zip(probs, sets):
         dropped += [Dropped("tests", p.id, d["reason"], d["text"]) for d in ts.dropped]
         generated = list(dict.fromkeys(p.examples + ts.tests))
-        inputs = inputs_only(generated, p.entry_point)
-        run = {"asserts": generated, "inputs": inputs,
-               "both": list(dict.fromkeys(generated + inputs))}[cfg.test_form][:cfg.tests]
+        inputs = inputs_only(generated, p.entry_point)[:cfg.tests]
+        if cfg.test_form != "asserts" and cfg.mutated_inputs:
+            inputs += mutated_inputs(inputs, p.entry_point, cfg.mutated_inputs)
+        run = {"asserts": generated[:cfg.tests], "inputs": inputs,
+               "both": list(dict.fromkeys(generated[:cfg.tests] + inputs))}[cfg.test_form]
         if len(run) < max(cfg.min_tests, 1):
             dropped.append(Dropped("tests", p.id, f"only {len(run)} usable tests "
                                    f"(min_tests={cfg.min_tests})", "\n".join(generated)))
