@@ -35,7 +35,13 @@ def _fit_parse(path: Path):
     return cli.config["fit"]
 
 
-PARSERS = {"fit": _fit_parse}
+def _round_parse(path: Path):
+    from ucoder.ipc.config import load_round_config
+
+    return load_round_config(path)
+
+
+PARSERS = {"fit": _fit_parse, "round": _round_parse}
 
 
 def command_of(path: Path) -> str:

@@ -192,3 +192,35 @@ def test_cli_rejects_a_bad_config_before_loading_a_model(tmp_path, capsys):
     bad.write_text("samplez: 3\n")
     assert main(["round", "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
     assert "samplez" in capsys.readouterr().err
+
+
+def test_the_shipped_config_is_the_defaults():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "round.yaml"
+    assert load_round_config(path) == RoundConfig()
+
+
+@pytest.mark.integration
+def test_a_small_round_on_the_embedded_model(tmp_path, box):
+    import torch
+
+    from ucoder.models import EMBEDDED_MODEL, load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine one thread decodes fastest
+    try:
+        model, tok = load_model(EMBEDDED_MODEL)
+        sampler = Sampler(model, tok, show_progress=False)
+        cfg = RoundConfig(problems=3, samples=4, tests=4)
+        runner = RoundRunner(sampler, tmp_path, cfg, sandbox=box)
+        stats = runner.run()
+    finally:
+        torch.set_num_threads(threads)
+    assert runner.ran == list(STAGES)
+    assert stats["counts"]["problems"] >= 1  # the model writes parsable problems
+    assert (tmp_path / "stats.json").exists()
+    for row in read_jsonl(tmp_path / "selected.jsonl"):
+        assert row["prompt"].startswith("Complete the following Python function:")
+        assert "```" not in row["completion"]
+    assert RoundRunner(None, tmp_path, cfg).run()["selected"] == stats["selected"]
