@@ -108,10 +108,12 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     ) if samples else None
     consensus = [n for n in names if n in CONSENSUS_POLICIES]
     testsets = timed("tests_s", lambda: _generate_tests(
-        sampler, problems, num_tests, seed, max_new_tokens, selection)) if consensus else None
+        sampler, problems, num_tests, seed, max_new_tokens)) if consensus else None
+
+    signature = getattr(selection, "signature", "pass")
 
     def execute(box):
-        return _execute(box, problems, greedy, sampled, testsets, timeout, progress)
+        return _execute(box, problems, greedy, sampled, testsets, signature, timeout, progress)
 
     if sandbox is None:
         from ucoder.sandbox import Sandbox
@@ -127,24 +129,30 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
                                    timeout=timeout, selection=_plain(selection)))
 
 
-def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens, selection):
-    """The model's tests per problem, written from the skeleton alone.
+def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens):
+    """The model's tests per problem (``TestSet``), written from the skeleton alone."""
+    from ucoder.ipc.tests import generate_tests
 
-    With an ``output``/``dual`` signature the asserts' bare calls (``f(2)``) are run too,
-    so the behaviour hashes carry the candidates' outputs, not only pass/fail.
-    """
-    from ucoder.ipc.tests import generate_tests, inputs_only
-
-    sets = generate_tests(sampler, [p.skeleton or p.prompt for p in problems],
+    return generate_tests(sampler, [p.skeleton or p.prompt for p in problems],
                           [p.entry_point for p in problems], num_tests=num_tests, seed=seed,
                           max_new_tokens=max_new_tokens)
-    if getattr(selection, "signature", "pass") != "pass":
-        for s, p in zip(sets, problems):
-            s.tests = list(s.tests) + inputs_only(s.tests, p.entry_point)
-    return sets
 
 
-def _execute(box, problems, greedy, sampled, testsets, timeout, progress) -> list[dict]:
+def run_tests(tests: Sequence[str], entry_point: str, signature: str) -> list[str]:
+    """The snippets run per candidate for a signature mode.
+
+    ``pass``: the model's asserts. ``output``/``dual``: the asserts plus their bare calls
+    (``f(2)``), so the behaviour hashes carry the candidates' outputs, not only pass/fail.
+    """
+    if signature == "pass":
+        return list(tests)
+    from ucoder.ipc.tests import inputs_only
+
+    return list(tests) + inputs_only(tests, entry_point)
+
+
+def _execute(box, problems, greedy, sampled, testsets, signature, timeout, progress
+             ) -> list[dict]:
     """One sandbox batch: greedy + samples on hidden tests, samples on generated tests."""
     runs: list[dict] = []
     jobs: list = []
@@ -160,8 +168,8 @@ def _execute(box, problems, greedy, sampled, testsets, timeout, progress) -> lis
                                    "finish": s.finish_reason})
             jobs.append(hidden_job(p, code, f"h{i}.{j}", timeout))
             if testsets is not None and testsets[i].tests:
-                jobs.append(Job(id=f"t{i}.{j}", code=program(p, code),
-                                tests=list(testsets[i].tests), timeout=timeout))
+                jobs.append(Job(id=f"t{i}.{j}", code=program(p, code), timeout=timeout,
+                                tests=run_tests(testsets[i].tests, p.entry_point, signature)))
         if testsets is not None:
             run["tests"] = testsets[i]
         runs.append(run)
@@ -185,6 +193,7 @@ def _select_all(problems, names, runs, selection, seed) -> list[dict]:
         if run["tests"] is not None:
             row["tests"] = len(run["tests"].tests)
             row["tests_dropped"] = len(run["tests"].dropped)
+            row["generated_tests"] = list(run["tests"].tests)
         for name in names:
             row["policies"][name] = _pick(name, run, selection, seed, rng)
         if run["greedy"] is not None:
