@@ -276,9 +276,14 @@ def test_consensus_selects_the_right_sample_where_fluency_picks_a_wrong_one(sb, 
                       num_tests=8, selection=SelectionConfig(signature=signature),
                       progress=False)
     got = {name: row["solved"] for name, row in report["policies"].items()}
+    # With output signatures only the bare calls run: every candidate but the crashing one
+    # "succeeds", so only agreement (the cluster policies) finds the right one.
+    only_runs = 0 if signature == "output" else 1
     assert got == {"greedy": 0, "random": got["random"], "max_logprob": 0, "oracle": 1,
-                   "ucoder": 1, "random_passing": 1, "low_perplexity": 1,
-                   "largest_cluster": 1, "success_rate": 1}
+                   "ucoder": 1, "random_passing": got["random_passing"],
+                   "low_perplexity": only_runs, "largest_cluster": 1,
+                   "success_rate": only_runs}
+    assert signature == "output" or got["random_passing"] == 1
     first, second = report["per_problem"]
     assert first["correct"] == 2 and first["tests"] == 3
     assert first["generated_tests"][0] == "assert add(1, 2) == 3"
@@ -325,3 +330,29 @@ def test_cli_rejects_bad_options_before_loading_a_model(tmp_path, capsys, argv, 
     out = tmp_path / "r.json"
     assert main(["eval", "--model", str(tmp_path / "no-model"), *argv, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_reselect_reuses_the_samples_under_another_signature(sb, mbpp_path, tmp_path, capsys):
+    from ucoder.cli import main
+    from ucoder.evaluation.reselect import reselect
+    from ucoder.ipc.consensus import SelectionConfig
+    from ucoder.jsonl import write_json
+
+    problems = load_benchmark(mbpp_path)
+    first = evaluate(ScriptedSampler(), problems, samples=5, sandbox=sb, progress=False,
+                     policies=("greedy", "ucoder", "low_perplexity"))
+    again = reselect(first, problems, selection=SelectionConfig(signature="output"),
+                     sandbox=sb, progress=False)
+    assert {k: v["solved"] for k, v in again["policies"].items()} == {
+        "greedy": 0, "ucoder": 1, "low_perplexity": 0}
+    assert again["pass@k"] == first["pass@k"] and again["settings"]["reselected"]
+    with pytest.raises(ValueError, match="not in the benchmark"):
+        reselect(first, problems[:1], sandbox=sb, progress=False)
+    path = tmp_path / "first.json"
+    write_json(path, dict(first, benchmark=str(mbpp_path)))
+    out = tmp_path / "again.json"
+    assert main(["eval", "--from-report", str(path), "--select", "ucoder,low_perplexity",
+                 "--signature", "dual", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "ucoder" in table and json.loads(out.read_text())["policies"]["ucoder"]["solved"] == 1
+    assert main(["eval", "--from-report", str(tmp_path / "none.json"), "--out", str(out)]) == 2

@@ -23,8 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=EMBEDDED_MODEL,
                         help="HF id, local directory or embedded:smollm2-135m-instruct")
     parser.add_argument("--adapter", default=None, help="PEFT adapter directory to apply")
-    parser.add_argument("--benchmark", default="humaneval",
-                        help="'humaneval' or the path of an MBPP-style JSONL file")
+    parser.add_argument("--benchmark", default=None,
+                        help="'humaneval' (default) or the path of an MBPP-style JSONL file")
+    parser.add_argument("--from-report", default=None, metavar="REPORT.json",
+                        help="no model: select again on this report's candidates and "
+                             "generated tests (other --select/--signature/thresholds)")
     parser.add_argument("--limit", type=int, default=None, help="first N problems only")
     parser.add_argument("--samples", type=int, default=8,
                         help="sampled candidates per problem (0: greedy only)")
@@ -71,12 +74,17 @@ def format_table(report: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ucoder.evaluation import check_policies, evaluate, load_benchmark
     from ucoder.evaluation.runner import CONSENSUS_POLICIES
-    from ucoder.jsonl import write_json
 
     # Check everything cheap before the model loads.
+    previous = None
     try:
+        if args.from_report:
+            previous = _read_report(args.from_report)
+            args.samples = previous.get("samples", 0)
+            args.benchmark = args.benchmark or previous.get("benchmark")
+        args.benchmark = args.benchmark or "humaneval"
         policies = check_policies(args.select, args.samples)
-        problems = load_benchmark(args.benchmark, limit=args.limit)
+        problems = load_benchmark(args.benchmark, limit=None if previous else args.limit)
     except ValueError as err:
         print(f"ucoder eval: {err}", file=sys.stderr)
         return 2
@@ -93,6 +101,18 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"ucoder eval: {err}", file=sys.stderr)
             return 2
+
+    if previous is not None:
+        from ucoder.evaluation.reselect import reselect
+
+        try:
+            report = reselect(previous, problems, policies=policies, selection=selection,
+                              seed=args.seed, timeout=args.timeout)
+        except ValueError as err:
+            print(f"ucoder eval: {err}", file=sys.stderr)
+            return 2
+        report["model"], report["from_report"] = previous.get("model"), args.from_report
+        return _finish(report, args.out)
 
     import torch
 
@@ -115,7 +135,26 @@ def run(args: argparse.Namespace) -> int:
                       top_p=args.top_p, timeout=args.timeout,
                       benchmark=str(args.benchmark))
     report["model"], report["adapter"] = args.model, args.adapter
-    write_json(args.out, report)
+    return _finish(report, args.out)
+
+
+def _finish(report: dict, out: str) -> int:
+    from ucoder.jsonl import write_json
+
+    write_json(out, report)
     print(format_table(report))
-    print(f"report: {args.out}")
+    print(f"report: {out}")
     return 0
+
+
+def _read_report(path: str) -> dict:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            report = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--from-report={path!r} could not be read: {err}") from err
+    if not isinstance(report, dict) or "per_problem" not in report:
+        raise ValueError(f"--from-report={path!r} is not a report written by ucoder eval")
+    return report

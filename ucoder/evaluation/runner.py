@@ -141,14 +141,18 @@ def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens):
 def run_tests(tests: Sequence[str], entry_point: str, signature: str) -> list[str]:
     """The snippets run per candidate for a signature mode.
 
-    ``pass``: the model's asserts. ``output``/``dual``: the asserts plus their bare calls
-    (``f(2)``), so the behaviour hashes carry the candidates' outputs, not only pass/fail.
+    ``pass``: the model's asserts (pass/fail vector). ``output``: only their bare calls
+    (``assert f(2) == 4`` -> ``f(2)``): execution success is then the share of inputs that
+    ran without error (the paper's e(r)) and the hashes carry the outputs, so a wrong
+    expected value written by the model cannot exclude a right candidate. ``dual``: both,
+    as CodeT scores clusters by the asserts they pass.
     """
     if signature == "pass":
         return list(tests)
     from ucoder.ipc.tests import inputs_only
 
-    return list(tests) + inputs_only(tests, entry_point)
+    calls = inputs_only(tests, entry_point)
+    return calls if signature == "output" else list(tests) + calls
 
 
 def _execute(box, problems, greedy, sampled, testsets, signature, timeout, progress

@@ -1,0 +1,103 @@
+"""Selection again on a saved report: other policies, signatures or thresholds, no model.
+
+A report from :func:`ucoder.evaluation.evaluate` keeps every candidate's code, mean
+log-prob and hidden-test verdict, and each problem's generated tests. Re-running only the
+generated tests in the sandbox (seconds) and the selection gives the ablation the paper
+reports (signature x policy x thresholds) on exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ucoder.evaluation.benchmarks import BenchmarkProblem
+from ucoder.evaluation.programs import program
+from ucoder.evaluation.runner import (
+    CONSENSUS_POLICIES,
+    _plain,
+    _report,
+    _select_all,
+    check_policies,
+    run_tests,
+)
+from ucoder.sandbox import Job
+
+
+class _Tests:
+    """The parts of a ``TestSet`` the selection reads."""
+
+    def __init__(self, tests: list[str], dropped: int):
+        self.tests, self.dropped = tests, [None] * dropped
+
+
+def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
+             policies: Sequence[str] | None = None, selection=None, sandbox=None,
+             seed: int = 0, timeout: float = 5.0, progress: bool = True) -> dict[str, Any]:
+    """A new report for ``policies`` on the candidates and generated tests of ``report``.
+
+    Args:
+        report: a report written by :func:`ucoder.evaluation.evaluate` (with samples and,
+            for consensus policies, generated tests).
+        problems: the benchmark problems; every task id of the report must be among them.
+        policies: default: the report's policies.
+        selection: a ``SelectionConfig`` (signature, thresholds).
+        sandbox, seed, timeout, progress: as in :func:`~ucoder.evaluation.evaluate`.
+
+    Raises:
+        ValueError: a task id or field the new selection needs is missing from the report.
+    """
+    start = time.perf_counter()
+    rows = report.get("per_problem") or []
+    names = check_policies(policies or list(report.get("policies", {})), report.get("samples", 0))
+    by_id = {p.task_id: p for p in problems}
+    missing = [r["task_id"] for r in rows if r["task_id"] not in by_id]
+    if missing:
+        raise ValueError(f"report task ids not in the benchmark: {', '.join(missing[:5])}")
+    probs = [by_id[r["task_id"]] for r in rows]
+    if "greedy" in names and any("greedy" not in r["policies"] for r in rows):
+        raise ValueError("policy 'greedy' needs a report that has it")
+    consensus = any(n in CONSENSUS_POLICIES for n in names)
+    if consensus and any("generated_tests" not in r for r in rows):
+        raise ValueError("consensus policies need a report with generated tests "
+                         "(written by evaluate() with a consensus policy)")
+    signature = getattr(selection, "signature", "pass")
+    runs, jobs = [], []
+    for i, (p, row) in enumerate(zip(probs, rows)):
+        greedy = row["policies"].get("greedy")
+        run: dict[str, Any] = {
+            "greedy": {"passed": greedy["passed"], "code": row.get("greedy_code", "")}
+            if greedy else None,
+            "samples": [dict(c) for c in row["candidates"]],
+            "tests": _Tests(row["generated_tests"], row.get("tests_dropped", 0))
+            if consensus else None}
+        for j, cand in enumerate(run["samples"]):
+            cand.setdefault("result", None)
+            if consensus and row["generated_tests"]:
+                jobs.append(Job(id=f"t{i}.{j}", code=program(p, cand["code"]), timeout=timeout,
+                                tests=run_tests(row["generated_tests"], p.entry_point, signature)))
+        runs.append(run)
+    if jobs:
+        results = _run(jobs, sandbox, timeout, progress)
+        for i, run in enumerate(runs):
+            for j, cand in enumerate(run["samples"]):
+                cand["result"] = results.get(f"t{i}.{j}")
+    per_problem = _select_all(probs, names, runs, selection, seed)
+    settings = dict(report.get("settings", {}), seed=seed, selection=_plain(selection),
+                    reselected=True)
+    out = _report(probs, names, per_problem, report.get("samples", 0),
+                  time.perf_counter() - start, {"sandbox_s": 0.0}, report.get("benchmark"),
+                  settings)
+    out["timing"] = {"reselect_s": round(time.perf_counter() - start, 2),
+                     "original": report.get("timing", {})}
+    return out
+
+
+def _run(jobs, sandbox, timeout, progress) -> dict:
+    if sandbox is not None:
+        return {r.id: r for r in sandbox.run(jobs, progress=progress)}
+    from ucoder.sandbox import Sandbox
+
+    with Sandbox(timeout=timeout) as box:
+        return {r.id: r for r in box.run(jobs, progress=progress)}
