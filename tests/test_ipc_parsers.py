@@ -206,3 +206,31 @@ def test_mutated_inputs_change_one_literal_argument_at_a_time():
     out = mutated_inputs(["f(1)", "f([5])"], "f", 3)
     # Round-robin; [5] reversed is f([5]) itself, so that pool adds nothing in round one.
     assert out == ["f(2)", "f(0)", "f([])"]
+
+
+def test_skeleton_falls_back_to_the_description():
+    from ucoder.ipc.skeleton import make_skeletons
+
+    class Answers:  # a backend that answers the skeleton prompt with a fixed text
+        def __init__(self, text):
+            self.text = text
+
+        def sample(self, prompts, n=1, **kw):
+            from ucoder.generation import Sample
+
+            return [[Sample(self.text, [], 0.0, 0.0, 0, "stop")] for _ in prompts]
+
+    good = 'def sum_evens(nums):\n    """Add the even numbers up."""\n'
+    kept, dropped = make_skeletons(Answers(good), [problem()])
+    assert kept[0].skeleton_source == "model" and "Add the even numbers up." in kept[0].skeleton
+    kept, _ = make_skeletons(Answers("return 3"), [problem()])
+    assert kept[0].skeleton_source == "derived: no docstring in the answer"
+    assert "Return the sum of evens." in kept[0].skeleton
+    kept, _ = make_skeletons(None, [problem()], use_model=False)
+    assert kept[0].skeleton_source == "derived: model not asked"
+    kept, _ = make_skeletons(None, [problem(description='Quotes """ and \\ here')],
+                             use_model=False)
+    assert "Quotes ''' and / here" in kept[0].skeleton
+    kept, dropped = make_skeletons(None, [problem(signature="def sum_evens(x")],
+                                   use_model=False)
+    assert kept == [] and "does not parse" in dropped[0].reason

@@ -15,7 +15,6 @@ import textwrap
 
 from ucoder.ipc.code import (
     ParseError,
-    calls_function,
     check_signature,
     example_to_assert,
     find_signature,
@@ -156,7 +155,9 @@ def skeleton_header(problem) -> str:
 
 def build_skeleton(problem, docstring: str) -> str:
     """Header + docstring (re-indented) + the problem's examples as doctests."""
-    doc = textwrap.dedent(docstring.strip("\n")).strip()
+    # Quotes or a backslash that would end or break the docstring literal are defused.
+    doc = textwrap.dedent(docstring.strip("\n")).strip().replace("\\", "/")
+    doc = doc.replace('"""', "'''")
     lines = doc.splitlines() or [problem.description]
     for example in problem.examples:
         call, _, expected = example.removeprefix("assert ").partition(" == ")
@@ -215,6 +216,3 @@ def solution_prompt(skeleton: str) -> str:
     """The user prompt of a solution; also the ``prompt`` of the SFT pair."""
     return SOLUTION_INSTRUCTION.format(prompt=skeleton.rstrip() + "\n")
 
-
-__all__ = ["CATEGORIES", "DIFFICULTIES", "TOPICS", "ParseError", "calls_function",
-           "parse_problem", "parse_rating", "parse_docstring", "problem_prompt"]

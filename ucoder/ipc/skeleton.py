@@ -54,29 +54,28 @@ def make_skeletons(sampler, problems: list[Problem], *, use_model: bool = True, 
         texts = [g[0].text for g in samples]
     kept, dropped = [], []
     for p, text in zip(problems, texts):
-        source, note = "derived", "model not asked"
-        doc = None
-        if text is not None:
-            try:
-                doc = parse_docstring(text)
-                source, note = "model", ""
-            except ParseError as err:
-                note = str(err)
-        skeleton = build_skeleton(p, doc if doc is not None else derived_docstring(p))
-        try:
-            check_skeleton(skeleton, p.entry_point)
-        except ParseError as err:
-            if source == "model":  # the model's docstring broke it (e.g. a stray quote)
-                skeleton = build_skeleton(p, derived_docstring(p))
-                source, note = "derived", str(err)
-                try:
-                    check_skeleton(skeleton, p.entry_point)
-                except ParseError as err2:
-                    dropped.append(Dropped("skeletons", p.id, str(err2), skeleton))
-                    continue
-            else:
-                dropped.append(Dropped("skeletons", p.id, str(err), skeleton))
-                continue
-        p.skeleton, p.skeleton_source = skeleton, source if not note else f"{source}: {note}"
+        skeleton, source, why = _first_valid(p, text)
+        if skeleton is None:
+            dropped.append(Dropped("skeletons", p.id, why, text or ""))
+            continue
+        p.skeleton, p.skeleton_source = skeleton, source + (f": {why}" if why else "")
         kept.append(p)
     return kept, dropped
+
+
+def _first_valid(p: Problem, text: str | None) -> tuple[str | None, str, str]:
+    """(skeleton, source, note): the model's docstring if it qualifies, else derived."""
+    why = "model not asked"
+    if text is not None:
+        try:
+            skeleton = build_skeleton(p, parse_docstring(text))
+            check_skeleton(skeleton, p.entry_point)
+            return skeleton, "model", ""
+        except ParseError as err:  # no docstring, code in it, a stray quote broke it...
+            why = str(err)
+    skeleton = build_skeleton(p, derived_docstring(p))
+    try:
+        check_skeleton(skeleton, p.entry_point)
+    except ParseError as err:
+        return None, "derived", str(err)
+    return skeleton, "derived", why
