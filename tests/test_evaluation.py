@@ -356,3 +356,48 @@ def test_reselect_reuses_the_samples_under_another_signature(sb, mbpp_path, tmp_
     table = capsys.readouterr().out
     assert "ucoder" in table and json.loads(out.read_text())["policies"]["ucoder"]["solved"] == 1
     assert main(["eval", "--from-report", str(tmp_path / "none.json"), "--out", str(out)]) == 2
+
+
+# -- examples read from the prompt -----------------------------------------------------
+def test_prompt_examples_in_the_forms_humaneval_uses():
+    from ucoder.evaluation.examples import prompt_examples
+
+    prompt = ('def f(x: int, y=(1, 2)) -> list:\n    """Return stuff, f(n - 1) is recursive.\n'
+              '    Write f() so that\n'
+              '    >>> f(2)\n    [2, 2]\n    >>> f(3, y=(0,))\n    >>> f(1) == [1]\n    True\n'
+              '    f(4) ==> [4]\n    f(5) -> [5].\n    f(6) should return [6]\n'
+              '    f(7) returns something odd\n    g.f(8) == 1\n    f(2)\n    [2, 2]\n    """\n')
+    assert prompt_examples(prompt, "f") == [
+        "assert f(2) == [2, 2]", "f(3, y=(0,))", "assert f(1) == [1]", "assert f(4) == [4]",
+        "assert f(5) == [5]", "assert f(6) == [6]", "f(7)", "f(2)"]
+    assert prompt_examples(prompt, "missing") == []
+
+
+def test_humaneval_examples_are_right_for_the_reference_solutions(sb, mbpp_path):
+    problems = load_benchmark("humaneval")
+    with_examples = [p for p in problems if p.examples]
+    assert len(with_examples) >= 135 and problems[0].examples == [
+        "assert has_close_elements([1.0, 2.0, 3.0], 0.5) == False",
+        "assert has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) == True"]
+    from ucoder.sandbox import Job
+
+    results = sb.run([Job(id=p.task_id, code=p.solution, tests=p.examples)
+                      for p in with_examples], progress=False)
+    snippets = [t.passed for r in results for t in r.tests]
+    # A few HumanEval docstrings are wrong themselves (HumanEval/47's median, /116).
+    assert sum(snippets) / len(snippets) >= 0.97
+    assert load_benchmark(mbpp_path)[0].examples == ["assert add(1, 2) == 3"]
+
+
+def test_prompt_tests_alone_select_without_generating_tests(sb, mbpp_path):
+    problems = load_benchmark(mbpp_path)
+    report = evaluate(ScriptedSampler(), problems, samples=5, num_tests=0, prompt_tests=True,
+                      policies=("ucoder", "low_perplexity"), sandbox=sb, progress=False)
+    assert "tests_s" not in report["timing"]
+    first = report["per_problem"][0]
+    assert first["tests"] == 1 and first["prompt_tests"] == 1 and first["generated_tests"] == []
+    # The one shown test rules out a-b and a*b; the most fluent survivor is right.
+    assert report["policies"]["low_perplexity"]["solved"] == 1
+    with pytest.raises(ValueError, match="num_tests=0 is not allowed.*0 only with prompt"):
+        evaluate(ScriptedSampler(), problems, samples=2, num_tests=0, sandbox=sb,
+                 policies=("ucoder",), progress=False)

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated policies; allowed: {','.join(POLICIES)}")
     parser.add_argument("--tests", type=int, default=8,
                         help="tests the model writes per problem (consensus policies)")
+    parser.add_argument("--prompt-tests", action="store_true",
+                        help="consensus policies also run the examples the prompt shows "
+                             "(docstring examples; MBPP's shown test); --tests 0: only those")
     parser.add_argument("--signature", default="pass", choices=("pass", "output", "dual"),
                         help="execution signature the consensus policies cluster on")
     parser.add_argument("--min-success", type=float, default=0.8,
@@ -93,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
         from ucoder.ipc.consensus import SelectionConfig
 
         try:
-            if args.tests < 1:
+            if args.tests < (0 if args.prompt_tests else 1):
                 raise ValueError(f"--tests={args.tests} is not allowed with consensus "
-                                 "policies; use an integer >= 1")
+                                 "policies; use an integer >= 1 (0 only with --prompt-tests)")
             selection = SelectionConfig(signature=args.signature, min_success=args.min_success,
                                         min_cluster=args.min_cluster, seed=args.seed)
         except ValueError as err:
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             report = reselect(previous, problems, policies=policies, selection=selection,
-                              seed=args.seed, timeout=args.timeout)
+                              seed=args.seed, timeout=args.timeout,
+                              prompt_tests=args.prompt_tests)
         except ValueError as err:
             print(f"ucoder eval: {err}", file=sys.stderr)
             return 2
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(sampler, problems, samples=args.samples, policies=policies,
                       num_tests=args.tests, selection=selection, seed=args.seed,
                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                      top_p=args.top_p, timeout=args.timeout,
+                      top_p=args.top_p, timeout=args.timeout, prompt_tests=args.prompt_tests,
                       benchmark=str(args.benchmark))
     report["model"], report["adapter"] = args.model, args.adapter
     return _finish(report, args.out)

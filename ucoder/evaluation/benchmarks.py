@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ucoder.evaluation.examples import prompt_examples
 from ucoder.jsonl import JsonlError, iter_jsonl
 
 MBPP_TEMPLATE = "{text}\nYour code should pass this test:\n{first_test}\n"
@@ -37,6 +38,8 @@ class BenchmarkProblem:
         skeleton: the stub given to the test generator (signature + docstring; only
             what the prompt shows).
         solution: the reference program (context + solution passes ``tests``).
+        examples: test snippets read from what the prompt shows (HumanEval: its worked
+            examples; MBPP: the shown first test). Usable for selection: not hidden.
     """
 
     task_id: str
@@ -46,6 +49,7 @@ class BenchmarkProblem:
     context: str = field(default="", repr=False)
     skeleton: str = field(default="", repr=False)
     solution: str = field(default="", repr=False)
+    examples: list[str] = field(default_factory=list, repr=False)
 
 
 def load_benchmark(name_or_path: str | os.PathLike, limit: int | None = None
@@ -86,7 +90,8 @@ def load_humaneval() -> list[BenchmarkProblem]:
         out.append(BenchmarkProblem(
             task_id=p["task_id"], prompt=p["prompt"], entry_point=p["entry_point"],
             tests=[check], context=p["prompt"], skeleton=p["prompt"],
-            solution=p["prompt"] + p["canonical_solution"]))
+            solution=p["prompt"] + p["canonical_solution"],
+            examples=prompt_examples(p["prompt"], p["entry_point"])))
     return out
 
 
@@ -129,7 +134,8 @@ def _mbpp_problem(row: dict, where: str, default_id: str) -> BenchmarkProblem:
     skeleton = f'{signature}\n    """{doc}\n\n    >>> {tests[0].strip()}\n    """\n'
     return BenchmarkProblem(
         task_id=task_id, prompt=MBPP_TEMPLATE.format(text=text.strip(), first_test=tests[0]),
-        entry_point=entry_point, tests=hidden, context="", skeleton=skeleton, solution=code)
+        entry_point=entry_point, tests=hidden, context="", skeleton=skeleton, solution=code,
+        examples=[tests[0]])
 
 
 def _entry_point(code: str, first_test: str, where: str) -> tuple[str, str]:

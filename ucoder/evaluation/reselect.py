@@ -16,6 +16,7 @@ from ucoder.evaluation.benchmarks import BenchmarkProblem
 from ucoder.evaluation.programs import program
 from ucoder.evaluation.runner import (
     CONSENSUS_POLICIES,
+    ProblemTests,
     _plain,
     _report,
     _select_all,
@@ -25,16 +26,10 @@ from ucoder.evaluation.runner import (
 from ucoder.sandbox import Job
 
 
-class _Tests:
-    """The parts of a ``TestSet`` the selection reads."""
-
-    def __init__(self, tests: list[str], dropped: int):
-        self.tests, self.dropped = tests, [None] * dropped
-
-
 def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
              policies: Sequence[str] | None = None, selection=None, sandbox=None,
-             seed: int = 0, timeout: float = 5.0, progress: bool = True) -> dict[str, Any]:
+             seed: int = 0, timeout: float = 5.0, prompt_tests: bool = False,
+             progress: bool = True) -> dict[str, Any]:
     """A new report for ``policies`` on the candidates and generated tests of ``report``.
 
     Args:
@@ -43,7 +38,8 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
         problems: the benchmark problems; every task id of the report must be among them.
         policies: default: the report's policies.
         selection: a ``SelectionConfig`` (signature, thresholds).
-        sandbox, seed, timeout, progress: as in :func:`~ucoder.evaluation.evaluate`.
+        sandbox, seed, timeout, prompt_tests, progress: as in
+            :func:`~ucoder.evaluation.evaluate`.
 
     Raises:
         ValueError: a task id or field the new selection needs is missing from the report.
@@ -59,9 +55,9 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
     if "greedy" in names and any("greedy" not in r["policies"] for r in rows):
         raise ValueError("policy 'greedy' needs a report that has it")
     consensus = any(n in CONSENSUS_POLICIES for n in names)
-    if consensus and any("generated_tests" not in r for r in rows):
-        raise ValueError("consensus policies need a report with generated tests "
-                         "(written by evaluate() with a consensus policy)")
+    if consensus and not prompt_tests and any("generated_tests" not in r for r in rows):
+        raise ValueError("consensus policies need a report with generated tests (written "
+                         "by evaluate() with a consensus policy) or prompt_tests")
     signature = getattr(selection, "signature", "pass")
     runs, jobs = [], []
     for i, (p, row) in enumerate(zip(probs, rows)):
@@ -70,13 +66,14 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
             "greedy": {"passed": greedy["passed"], "code": row.get("greedy_code", "")}
             if greedy else None,
             "samples": [dict(c) for c in row["candidates"]],
-            "tests": _Tests(row["generated_tests"], row.get("tests_dropped", 0))
-            if consensus else None}
+            "tests": ProblemTests(prompt=list(p.examples) if prompt_tests else [],
+                                  model=list(row.get("generated_tests", [])),
+                                  dropped=row.get("tests_dropped", 0)) if consensus else None}
         for j, cand in enumerate(run["samples"]):
             cand.setdefault("result", None)
-            if consensus and row["generated_tests"]:
+            if consensus and run["tests"].tests:
                 jobs.append(Job(id=f"t{i}.{j}", code=program(p, cand["code"]), timeout=timeout,
-                                tests=run_tests(row["generated_tests"], p.entry_point, signature)))
+                                tests=run_tests(run["tests"].tests, p.entry_point, signature)))
         runs.append(run)
     if jobs:
         results = _run(jobs, sandbox, timeout, progress)
@@ -85,7 +82,7 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
                 cand["result"] = results.get(f"t{i}.{j}")
     per_problem = _select_all(probs, names, runs, selection, seed)
     settings = dict(report.get("settings", {}), seed=seed, selection=_plain(selection),
-                    reselected=True)
+                    prompt_tests=prompt_tests, reselected=True)
     out = _report(probs, names, per_problem, report.get("samples", 0),
                   time.perf_counter() - start, {"sandbox_s": 0.0}, report.get("benchmark"),
                   settings)

@@ -13,6 +13,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ucoder.evaluation.benchmarks import BenchmarkProblem
@@ -35,6 +36,20 @@ PLAIN_POLICIES = ("greedy", "random", "max_logprob", "oracle")
 CONSENSUS_POLICIES = ("ucoder", "random_passing", "low_perplexity", "largest_cluster",
                       "success_rate")
 POLICIES = PLAIN_POLICIES + CONSENSUS_POLICIES
+
+
+@dataclass
+class ProblemTests:
+    """The tests the consensus policies run for one problem: the examples the prompt
+    shows (with ``prompt_tests``) and the model's own tests (``generate_tests``)."""
+
+    prompt: list[str] = field(default_factory=list)
+    model: list[str] = field(default_factory=list)
+    dropped: int = 0  # model-written snippets dropped by the test parser
+
+    @property
+    def tests(self) -> list[str]:
+        return list(dict.fromkeys(self.prompt + self.model))
 
 
 def check_policies(policies: Sequence[str] | str, samples: int) -> list[str]:
@@ -60,7 +75,8 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
              policies: Sequence[str] = ("greedy", "random", "ucoder"), num_tests: int = 8,
              selection=None, sandbox=None, seed: int = 0, max_new_tokens: int = 384,
              temperature: float = 0.8, top_p: float = 0.95, timeout: float = 5.0,
-             progress: bool = True, benchmark: str | None = None) -> dict[str, Any]:
+             prompt_tests: bool = False, progress: bool = True,
+             benchmark: str | None = None) -> dict[str, Any]:
     """Evaluate selection policies on ``problems``; return the report (a JSON-able dict).
 
     Args:
@@ -68,13 +84,16 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
         problems: from :func:`ucoder.evaluation.load_benchmark`.
         samples: sampled completions per problem (0: greedy only, no tests generated).
         policies: names from ``POLICIES``.
-        num_tests: tests the model writes per problem for the consensus policies.
+        num_tests: tests the model writes per problem for the consensus policies (0 with
+            ``prompt_tests``: the prompt's examples only, no test generation).
         selection: a ``SelectionConfig`` (signature, thresholds); its policy is replaced by
             each consensus policy in turn.
         sandbox: a running :class:`ucoder.sandbox.Sandbox`; ``None`` starts one for the call.
         seed: seeds sampling, test generation and the random policy.
         max_new_tokens, temperature, top_p: sampling settings (greedy uses temperature 0).
         timeout: wall-clock seconds per sandbox job.
+        prompt_tests: the consensus policies also run the examples the prompt shows
+            (``BenchmarkProblem.examples``; part of the prompt, never the hidden tests).
         progress: show the sandbox's progress bars.
         benchmark: the name stored in the report (default: from the task ids).
 
@@ -85,9 +104,11 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     """
     names = check_policies(policies, samples)
     if any(n in CONSENSUS_POLICIES for n in names):
-        if isinstance(num_tests, bool) or not isinstance(num_tests, int) or num_tests < 1:
+        least = 0 if prompt_tests else 1
+        if isinstance(num_tests, bool) or not isinstance(num_tests, int) or num_tests < least:
             raise ValueError(f"num_tests={num_tests!r} is not allowed with consensus policies; "
-                             "use an integer >= 1")
+                             f"use an integer >= {least}"
+                             + ("" if prompt_tests else " (0 only with prompt_tests)"))
         # Imported before any sampling: a missing or broken ipc package fails in seconds.
         from ucoder.ipc import consensus, tests  # noqa: F401
     start = time.perf_counter()
@@ -107,8 +128,14 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
         prompts, samples, temperature=temperature, top_p=top_p, seed=seed, **gen)
     ) if samples else None
     consensus = [n for n in names if n in CONSENSUS_POLICIES]
-    testsets = timed("tests_s", lambda: _generate_tests(
-        sampler, problems, num_tests, seed, max_new_tokens)) if consensus else None
+    testsets = None
+    if consensus:
+        made = timed("tests_s", lambda: _generate_tests(
+            sampler, problems, num_tests, seed, max_new_tokens)) if num_tests else None
+        testsets = [ProblemTests(prompt=list(p.examples) if prompt_tests else [],
+                                 model=list(made[i].tests) if made else [],
+                                 dropped=len(made[i].dropped) if made else 0)
+                    for i, p in enumerate(problems)]
 
     signature = getattr(selection, "signature", "pass")
 
@@ -126,7 +153,8 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     return _report(problems, names, per_problem, samples, time.perf_counter() - start, timing,
                    benchmark, dict(num_tests=num_tests, seed=seed, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens,
-                                   timeout=timeout, selection=_plain(selection)))
+                                   timeout=timeout, prompt_tests=prompt_tests,
+                                   selection=_plain(selection)))
 
 
 def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens):
@@ -196,8 +224,9 @@ def _select_all(problems, names, runs, selection, seed) -> list[dict]:
                                "correct": sum(s["passed"] for s in cands), "policies": {}}
         if run["tests"] is not None:
             row["tests"] = len(run["tests"].tests)
-            row["tests_dropped"] = len(run["tests"].dropped)
-            row["generated_tests"] = list(run["tests"].tests)
+            row["tests_dropped"] = run["tests"].dropped
+            row["generated_tests"] = list(run["tests"].model)
+            row["prompt_tests"] = len(run["tests"].prompt)
         for name in names:
             row["policies"][name] = _pick(name, run, selection, seed, rng)
         if run["greedy"] is not None:
@@ -227,7 +256,7 @@ def _pick(name: str, run: dict, selection, seed: int, rng: random.Random) -> dic
     # the model is most sure of, and count the fallback.
     if not run["tests"].tests:
         return {"index": best, "passed": cands[best]["passed"], "fallback": True,
-                "reason": "no generated test survived"}
+                "reason": "no test to run"}
     from ucoder.ipc.consensus import SelectionConfig, candidate_from_result, select
 
     config = dataclasses.replace(selection or SelectionConfig(seed=seed), policy=name)
