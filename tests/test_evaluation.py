@@ -401,3 +401,15 @@ def test_prompt_tests_alone_select_without_generating_tests(sb, mbpp_path):
     with pytest.raises(ValueError, match="num_tests=0 is not allowed.*0 only with prompt"):
         evaluate(ScriptedSampler(), problems, samples=2, num_tests=0, sandbox=sb,
                  policies=("ucoder",), progress=False)
+
+
+def test_generation_inputs_for_chat_and_plain_models(mbpp_path):
+    from ucoder.evaluation.programs import PLAIN_STOP, PREFIX, STOP, generation_inputs
+
+    he, mb = load_benchmark("humaneval", limit=2), load_benchmark(mbpp_path)
+    prompts, prefix, stop = generation_inputs(he, chat=True)
+    assert prefix == PREFIX and stop == STOP and prompts[0] == model_prompt(he[0])
+    prompts, prefix, stop = generation_inputs(he, chat=False)  # a base model continues
+    assert prompts == [p.prompt for p in he] and prefix == "" and stop == PLAIN_STOP
+    prompts, prefix, stop = generation_inputs(mb, chat=False)
+    assert prompts[0].endswith("\n" + PREFIX) and prefix == "" and stop == STOP

@@ -20,6 +20,9 @@ PREFIX = "```python\n"
 # A fence ends the code; the others stop the model before it writes top-level test code
 # (a wrong assert of its own would fail a right function) and save tokens.
 STOP = ("```", "\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example")
+# Plain completion (a base model, ``chat=False``) continues the stub's body; the Codex
+# paper's stops end it at the next top-level statement.
+PLAIN_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#")
 
 
 def model_prompt(problem: BenchmarkProblem) -> str:
@@ -27,6 +30,21 @@ def model_prompt(problem: BenchmarkProblem) -> str:
     if problem.context:
         return INSTRUCTION.format(prompt=problem.prompt)
     return problem.prompt
+
+
+def generation_inputs(problems: list[BenchmarkProblem], chat: bool
+                      ) -> tuple[list[str], str, tuple[str, ...]]:
+    """Prompts, prefix and stop strings for one ``Sampler.sample`` call over ``problems``.
+
+    A chat model gets :func:`model_prompt` and answers after the ``PREFIX`` fence. A plain
+    (base) model continues HumanEval-style stubs directly; MBPP-style text gets the
+    fence appended to the prompt itself.
+    """
+    if chat:
+        return [model_prompt(p) for p in problems], PREFIX, STOP
+    if problems and all(p.context for p in problems):
+        return [p.prompt for p in problems], "", PLAIN_STOP
+    return [model_prompt(p) + "\n" + PREFIX for p in problems], "", STOP
 
 
 def extract_code(completion: str) -> str:

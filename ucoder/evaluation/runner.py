@@ -18,14 +18,7 @@ from typing import Any
 
 from ucoder.evaluation.benchmarks import BenchmarkProblem
 from ucoder.evaluation.metrics import mean_pass_at_k, report_ks
-from ucoder.evaluation.programs import (
-    PREFIX,
-    STOP,
-    extract_code,
-    hidden_job,
-    model_prompt,
-    program,
-)
+from ucoder.evaluation.programs import extract_code, generation_inputs, hidden_job, program
 from ucoder.sandbox import Job
 
 # Policies that need no generated tests. "random": a uniformly random sample;
@@ -113,8 +106,8 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
         from ucoder.ipc import consensus, tests  # noqa: F401
     start = time.perf_counter()
     timing: dict[str, float] = {}
-    prompts = [model_prompt(p) for p in problems]
-    gen = dict(max_new_tokens=max_new_tokens, stop=list(STOP), prefix=PREFIX)
+    prompts, prefix, stop = generation_inputs(list(problems), getattr(sampler, "chat", True))
+    gen = dict(max_new_tokens=max_new_tokens, stop=list(stop), prefix=prefix)
 
     def timed(key, fn):
         t0 = time.perf_counter()
@@ -216,9 +209,10 @@ def _execute(box, problems, greedy, sampled, testsets, signature, timeout, progr
 
 
 def _select_all(problems, names, runs, selection, seed) -> list[dict]:
-    rng = random.Random(seed)
     out = []
     for p, run in zip(problems, runs):
+        # Per problem, so a pick does not depend on the other policies or problems.
+        rng = random.Random(f"{seed}/{p.task_id}")
         cands = run["samples"]
         row: dict[str, Any] = {"task_id": p.task_id, "samples": len(cands),
                                "correct": sum(s["passed"] for s in cands), "policies": {}}
