@@ -13,13 +13,15 @@ from __future__ import annotations
 import ast
 
 from ucoder.evaluation.benchmarks import BenchmarkProblem
+from ucoder.prompts import SOLUTION_INSTRUCTION, SOLUTION_PREFIX, SOLUTION_STOP
 from ucoder.sandbox import Job
 
-INSTRUCTION = "Complete the following Python function:\n```python\n{prompt}```"
-PREFIX = "```python\n"
-# A fence ends the code; the others stop the model before it writes top-level test code
-# (a wrong assert of its own would fail a right function) and save tokens.
-STOP = ("```", "\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example")
+# The same texts as the IPC solution stage, so SFT prompts match test-time prompts. The
+# stops end the code before the model writes top-level test code (a wrong assert of its
+# own would fail a right function) and save tokens.
+INSTRUCTION = SOLUTION_INSTRUCTION
+PREFIX = SOLUTION_PREFIX
+STOP = SOLUTION_STOP
 # Plain completion (a base model, ``chat=False``) continues the stub's body; the Codex
 # paper's stops end it at the next top-level statement.
 PLAIN_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", "\n#")
