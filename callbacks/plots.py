@@ -23,6 +23,7 @@ def draw_report(report: dict, out_dir: Path) -> list[Path]:
     ax.bar([x - 0.2 for x in xs], [r["selected"] for r in rounds], 0.4, label="selected")
     ax.bar([x + 0.2 for x in xs], [r["new_pairs"] for r in rounds], 0.4, label="new pairs")
     ax.plot(xs, [r["train_pairs"] for r in rounds], "k.-", label="training pairs")
+    ax.set_xticks(xs)
     _style(ax, "selected data per round", "round", "pairs")
 
     ax = axes[1]
@@ -48,17 +49,21 @@ def draw_report(report: dict, out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for r in rounds:
+    # The pipeline's stages in order (those that report seconds), one series per round.
+    stages = list(dict.fromkeys(k for r in rounds for k in (r.get("stage_seconds") or {})))
+    width = 0.8 / max(1, len(rounds))
+    for k, r in enumerate(rounds):
         counts = r.get("stage_counts") or {}
-        axes[0].plot(list(counts), [_number(v) for v in counts.values()], "o-",
+        axes[0].plot(stages, [_number(counts.get(st, 0)) for st in stages], "o-",
                      label=f"round {r['round']}")
         seconds = r.get("stage_seconds") or {}
-        axes[1].bar([f"{k}\nr{r['round']}" for k in seconds],
-                    [_number(v) for v in seconds.values()])
+        axes[1].bar([i + k * width for i in range(len(stages))],
+                    [_number(seconds.get(st, 0)) for st in stages], width,
+                    label=f"round {r['round']}")
     _style(axes[0], "items kept per stage", "stage", "count")
     axes[0].tick_params(axis="x", rotation=30)
-    axes[1].set_title("seconds per stage")
-    axes[1].tick_params(axis="x", labelsize=7)
+    axes[1].set_xticks([i + 0.4 - width / 2 for i in range(len(stages))], stages, rotation=30)
+    _style(axes[1], "seconds per stage", "stage", "seconds")
     fig.tight_layout()
     fig.savefig(paths[1], dpi=90)
     plt.close(fig)
