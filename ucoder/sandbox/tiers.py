@@ -69,13 +69,19 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _hide_args() -> list[str]:
-    """tmpfs over home directories, re-binding read-only what Python itself needs."""
+    """tmpfs over /tmp and home directories, re-binding read-only what Python needs.
+
+    /tmp is in the list so a project or virtualenv that lives under /tmp (a CI checkout)
+    stays visible, read-only, inside the worker's private /tmp.
+    """
     needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     needed.add(os.path.dirname(os.path.realpath(sys.executable)))
     needed.add(os.path.dirname(WORKER_SCRIPT))
     needed |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
-    hidden = sorted({os.path.realpath(p) for p in ("/root", "/home", os.path.expanduser("~"))
-                     if os.path.isdir(p)})
+    needed.discard("/tmp")  # a script run from /tmp puts it on sys.path; /tmp stays private
+    hidden = sorted({os.path.realpath(p) for p in ("/tmp", "/root", "/home",
+                                                   os.path.expanduser("~"))
+                     if os.path.isdir(p)} | {"/tmp"})
     hidden = [h for h in hidden if not any(_inside(h, o) and h != o for o in hidden)]
     args: list[str] = []
     for h in hidden:
@@ -113,7 +119,7 @@ def bwrap_prefix() -> list[str]:
     # No --die-with-parent: it fires when the *thread* that started bwrap ends. The
     # server inside exits when its job pipe hangs up, and bwrap follows its child.
     return [bwrap, *ns, "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             *_hide_args(), "--clearenv", *env, "--chdir", "/tmp"]
 
 
