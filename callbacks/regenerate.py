@@ -51,7 +51,7 @@ class RegenerateData(RoundListener):
 
     def __init__(self, round_config: RoundConfig | None = None, every_n_epochs: int = 1,
                  keep_previous: bool = True, stop_when_empty: bool = True,
-                 out_dir: str | None = None, batch_size: int = 32, seed: int = 0):
+                 out_dir: str | None = None, batch_size: int = 64, seed: int = 0):
         check_every(every_n_epochs)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is not allowed: expected >= 1")
