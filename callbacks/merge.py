@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ucoder.jsonl import read_jsonl, write_json, write_jsonl
@@ -20,7 +21,7 @@ def merge_shards(round_dir: Path, shard_dirs: list[Path]) -> dict:
                     row["problem_id"] = f"rank{k}/{row.get('problem_id')}"
                     rows.append(row)
         write_jsonl(round_dir / name, rows)
-    shard_stats = [_load_json(shard / "stats.json") for shard in shard_dirs]
+    shard_stats = [load_json(shard / "stats.json") for shard in shard_dirs]
     merged = sum_stats(shard_stats)
     merged["shards"] = shard_stats
     write_json(round_dir / "stats.json", merged)
@@ -56,7 +57,6 @@ def cumulative_pairs(previous: list[dict], selected: list[dict], *, keep_previou
     return (list(previous) + new if keep_previous else list(fresh.values())), len(new)
 
 
-def _load_json(path: Path) -> dict:
-    import json
-
+def load_json(path: Path) -> dict:
+    """A JSON file's object, or ``{}`` when the file does not exist."""
     return json.loads(path.read_text()) if path.exists() else {}

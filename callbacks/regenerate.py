@@ -18,7 +18,6 @@ file; every rank then reads the same file.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import replace
@@ -26,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from callbacks.base import RoundListener, check_every, find_callback, log, loop_dir
-from callbacks.merge import cumulative_pairs, merge_shards
+from callbacks.merge import cumulative_pairs, load_json, merge_shards
 from ucoder.ipc.round import RoundConfig, RoundRunner
 from ucoder.jsonl import read_jsonl, write_jsonl
 
 
-class RegenerateData(RoundListener):
+class RegenerateData(Callback):
     """Regenerate and refilter the SFT data between epochs with the current weights.
 
     Args:
@@ -119,12 +119,12 @@ class RegenerateData(RoundListener):
         runner = RoundRunner(self.make_sampler(pl_module), shard_dir, config,
                              extra_score=self.extra_score, seed=self.seed + 1000 * index + rank)
         with torch.no_grad():
-            stats = runner.run()
+            runner.run()
         trainer.strategy.barrier("ucoder_round_generated")
         if trainer.is_global_zero and world > 1:
             merge_shards(round_dir, [round_dir / f"rank_{r}" for r in range(world)])
         trainer.strategy.barrier("ucoder_round_merged")
-        stats = json.loads((round_dir / "stats.json").read_text())
+        stats = load_json(round_dir / "stats.json")  # merged under DDP
         # Every rank computes the (small, deterministic) training set; rank 0 writes it.
         pairs, new = cumulative_pairs(self._previous_pairs(index),
                                       read_jsonl(round_dir / "selected.jsonl"),
@@ -142,7 +142,7 @@ class RegenerateData(RoundListener):
         log.info("round %d: %d selected, %d new, training on %d pairs (%.0f s)", index,
                  summary["selected"], summary["new_pairs"], len(pairs), summary["seconds"])
         for cb in trainer.callbacks:
-            if isinstance(cb, RoundListener) and cb is not self:
+            if isinstance(cb, RoundListener):
                 cb.on_round_end(trainer, pl_module, index, round_dir, stats)
         if pairs:
             self._point_data(trainer, str(train_file))
@@ -165,14 +165,9 @@ class RegenerateData(RoundListener):
         self.train_file = path
 
     def _save_resume_point(self, trainer) -> None:
-        checkpoint = find_callback(trainer, _model_checkpoint_type())
+        checkpoint = find_callback(trainer, ModelCheckpoint)
         if checkpoint is None or not checkpoint.dirpath:
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
         trainer.save_checkpoint(path)
 
-
-def _model_checkpoint_type():
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    return ModelCheckpoint

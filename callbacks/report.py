@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import logging
 from pathlib import Path
 from typing import Any
 
-from callbacks.base import RoundListener, find_callback, loop_dir
+from callbacks.base import RoundListener, find_callback, log, loop_dir
 from ucoder.jsonl import write_json
-
-log = logging.getLogger("ucoder.loop")
 
 
 class RoundReport(RoundListener):
