@@ -77,8 +77,10 @@ def _hide_args() -> list[str]:
     needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     needed.add(os.path.dirname(os.path.realpath(sys.executable)))
     needed.add(os.path.dirname(WORKER_SCRIPT))
-    needed |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
-    needed.discard("/tmp")  # a script run from /tmp puts it on sys.path; /tmp stays private
+    # Only what workers read, bound as narrowly as possible: a wide ancestor (a checkout
+    # on sys.path) would bring its own mode, and a 0700 one (mktemp -d) would lock the
+    # job's uid out of site-packages. Parents are then made 0755 inside the tmpfs.
+    needed |= {os.path.realpath(p) for p in site_dirs()}
     hidden = sorted({os.path.realpath(p) for p in ("/tmp", "/root", "/home",
                                                    os.path.expanduser("~"))
                      if os.path.isdir(p)} | {"/tmp"})
