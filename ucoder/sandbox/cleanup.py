@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 
 
 def pids(ppid: int | None) -> list[int]:
@@ -35,6 +34,10 @@ def remove(path: str) -> None:
             return
         if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
+
+        # Imported here: shutil pulls in zlib, bz2 and lzma, and every mapped library
+        # in the worker is copied into each job's page tables.
+        import shutil
 
         def unlock(func, p, _exc):  # a candidate may have chmod-ed its files to 000
             os.chmod(os.path.dirname(p), 0o700)

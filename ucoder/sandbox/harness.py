@@ -13,6 +13,7 @@ records. The candidate's stdout/stderr go to a pipe.
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
 import json
 import marshal
@@ -69,19 +70,23 @@ def compile_job(code: str, tests: list[str]) -> bytes:
     get this module's ``from __future__`` flags. A snippet that does not compile becomes
     ``(None, exception type, message)`` and raises at its turn in the job, as it would.
     """
-    def build(src: str, name: str, expr_ok: bool):
-        try:
-            if expr_ok and not src.lstrip().startswith("assert"):
-                try:
-                    return True, compile(src, name, "eval", dont_inherit=True)
-                except SyntaxError:
-                    pass
-            return False, compile(src, name, "exec", dont_inherit=True)
-        except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
-            return None, type(exc).__name__, _err(exc)
+    return marshal.dumps((_compile(code, "<candidate>", False),
+                          [_compile(t, f"<test {i}>", True) for i, t in enumerate(tests)]))
 
-    return marshal.dumps((build(code, "<candidate>", False),
-                          [build(t, f"<test {i}>", True) for i, t in enumerate(tests)]))
+
+@functools.lru_cache(maxsize=4096)
+def _compile(src: str, name: str, expr_ok: bool) -> tuple:
+    """One snippet, compiled once per worker: a problem's tests are run against every
+    one of its candidates, and sampled candidates repeat (code objects are immutable)."""
+    try:
+        if expr_ok and not src.lstrip().startswith("assert"):
+            try:
+                return True, compile(src, name, "eval", dont_inherit=True)
+            except SyntaxError:
+                pass
+        return False, compile(src, name, "exec", dont_inherit=True)
+    except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
+        return None, type(exc).__name__, _err(exc)
 
 
 def put_job(area, nonce: bytes, job: dict, blob: bytes) -> None:

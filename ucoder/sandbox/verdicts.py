@@ -20,7 +20,7 @@ else:  # imported by worker.py started as a script inside the isolation
 
 def parse_records(data: bytes, nonce: bytes) -> tuple[list[dict], bool]:
     """Split verdict bytes into records; anything without the nonce marks a forgery."""
-    records, forged = [], False
+    bodies, forged = [], False
     for line in data.split(b"\n"):
         if not line:
             continue
@@ -28,9 +28,22 @@ def parse_records(data: bytes, nonce: bytes) -> tuple[list[dict], bool]:
         if head != nonce:
             forged = True
             continue
+        bodies.append(body)
+    try:  # one parse for all: the usual case, every record whole
+        records = json.loads(b"[" + b",".join(bodies) + b"]")
+        if all(type(rec) is dict for rec in records) and len(records) == len(bodies):
+            return records, forged
+    except ValueError:
+        pass
+    records = []
+    for body in bodies:
         try:
-            records.append(json.loads(body))
+            rec = json.loads(body)
         except ValueError:
+            rec = None
+        if type(rec) is dict:
+            records.append(rec)
+        else:
             forged = True
     return records, forged
 
