@@ -38,6 +38,7 @@ else:
 
 PR_SET_CHILD_SUBREAPER = 36
 STDOUT_CAP = 4096  # bytes of candidate stdout/stderr kept per job; the rest is drained
+READ_BYTES = 1 << 16  # below malloc's mmap threshold: no mmap/munmap per read
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -139,7 +140,7 @@ class Server:
             if not poll.poll(100):
                 self.reap_orphans()
                 continue
-            data = os.read(self.jobs, 1 << 20)
+            data = os.read(self.jobs, READ_BYTES)
             if not data:
                 return
             buf += data
