@@ -55,12 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from ucoder.sandbox import Job, Sandbox
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        items = read_jobs(args.jobs)
-    except OSError as err:
-        print(f"ucoder sandbox: cannot read JOBS.jsonl {args.jobs!r}: {err}", file=sys.stderr)
-        return 2
-    jobs = [x for x in items if isinstance(x, Job)]
     start = time.perf_counter()
     try:
         sb = Sandbox(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
@@ -69,6 +63,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"ucoder sandbox: {err}", file=sys.stderr)
         return 2
     with sb:
+        sb.start()  # the workers boot while the jobs are read
+        try:
+            items = read_jobs(args.jobs)
+        except OSError as err:
+            print(f"ucoder sandbox: cannot read JOBS.jsonl {args.jobs!r}: {err}",
+                  file=sys.stderr)
+            return 2
+        jobs = [x for x in items if isinstance(x, Job)]
         done = iter(sb.run(jobs, progress=not args.no_progress))
         results = [next(done) if isinstance(x, Job) else x for x in items]
         for r in results:

@@ -30,7 +30,7 @@ from ucoder.sandbox.jobs import (
     job_from_dict,
 )
 from ucoder.sandbox.tiers import choose_tier, missing_protections
-from ucoder.sandbox.workers import Worker
+from ucoder.sandbox.workers import START_TIMEOUT_S, Worker
 
 log = logging.getLogger("ucoder.sandbox")
 
@@ -72,17 +72,22 @@ class Sandbox:
         self.timeout, self.memory_mb = float(timeout), memory_mb
         self.tier = choose_tier(tier)
         self._workers: list[Worker] = []
+        self._starting: list[Worker] = []  # launched by start(), not yet said hello
+        self._start_deadline = 0.0
         self._scratch: str | None = None
         self._lock = threading.Lock()
         self._closed = False
         atexit.register(self.close)
 
     # ------------------------------------------------------------------ lifecycle
-    def _start(self) -> None:
+    def start(self) -> Sandbox:
+        """Start the workers now; they boot in the background and :meth:`run` waits for
+        them (by default they start at the first run). Lets a caller read its jobs while
+        the workers come up."""
         if self._closed:
             raise RuntimeError("this Sandbox is closed; create a new one")
-        if self._workers:
-            return
+        if self._workers or self._starting:
+            return self
         missing = missing_protections(self.tier)
         if missing:
             log.warning("sandbox tier %s: missing protections: %s", self.tier,
@@ -96,14 +101,51 @@ class Sandbox:
             shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
             self._scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-", dir=shm)
             os.chmod(self._scratch, 0o711)  # job uids reach their own subdir, list nothing
-        starting = [Worker(self.tier, i, self._scratch or "/tmp")
-                    for i in range(self.n_workers)]
+        self._start_deadline = time.monotonic() + START_TIMEOUT_S
         try:
-            self._workers = [w.wait_ready() for w in starting]
+            for i in range(self.n_workers):
+                self._starting.append(Worker(self.tier, i, self._scratch or "/tmp"))
         except BaseException:
-            for w in starting:
-                w.kill()
+            self._kill_all()
             raise
+        return self
+
+    def _ready(self, every: bool = True) -> None:
+        """Start the workers if needed and wait until every one has said hello (or,
+        with ``every=False``, the first one: :meth:`_loop` takes the others in as they
+        come up, so jobs run while the rest still boot)."""
+        self.start()
+        try:
+            while self._starting and (every or not self._workers):
+                self._workers.append(self._starting.pop(0).wait_ready(self._start_left()))
+        except BaseException:
+            self._kill_all()
+            raise
+
+    def _take_in_started(self) -> bool:
+        """Move workers whose hello has arrived from starting to running."""
+        if not self._starting:
+            return False
+        fds = [w.out_fd for w in self._starting]
+        ready = set(select.select(fds, [], [], 0)[0])
+        late = self._start_left() == 0  # wait_ready then fails with the usual error
+        joined = [w for w in self._starting if w.out_fd in ready or late]
+        try:
+            for w in joined:
+                self._starting.remove(w)
+                self._workers.append(w.wait_ready(self._start_left()))
+        except BaseException:
+            self._kill_all()
+            raise
+        return bool(joined)
+
+    def _start_left(self) -> float:
+        return max(self._start_deadline - time.monotonic(), 0.0)
+
+    def _kill_all(self) -> None:
+        for w in self._starting + self._workers:
+            w.kill()
+        self._starting, self._workers = [], []
 
     def _spawn(self, index: int) -> Worker:
         return Worker(self.tier, index, self._scratch or "/tmp").wait_ready()
@@ -113,6 +155,9 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
+        for worker in self._starting:  # never used: nothing to wind down
+            worker.kill()
+        self._starting = []
         for worker in self._workers:
             worker.close_input()  # all at once: they wind down in parallel
         for worker in self._workers:
@@ -131,12 +176,14 @@ class Sandbox:
     @property
     def job_uids(self) -> list[int]:
         """The uids jobs run as (empty when not root: jobs keep the caller's uid)."""
-        self._start()
+        self._ready(every=True)
         return sorted({w.uid for w in self._workers if w.uid is not None})
 
     @property
     def worker_pids(self) -> list[int]:
         """Pids of the running worker processes (bwrap or python), for inspection."""
+        if self._starting:
+            self._ready(every=True)
         return [w.proc.pid for w in self._workers]
 
     # ------------------------------------------------------------------ running
@@ -157,7 +204,7 @@ class Sandbox:
                 job_id = item.get("id") if isinstance(item, dict) else None
                 results[k] = error_result(job_id, str(err), self.tier)
         with self._lock:
-            self._start()
+            self._ready(every=False)
             bar = _progress(len(items), progress)
             bar.update(len(items) - len(todo))
             try:
@@ -172,6 +219,8 @@ class Sandbox:
     def _loop(self, todo: deque, results: list, bar) -> None:
         by_fd = {w.out_fd: w for w in self._workers}
         while todo or any(w.inflight for w in self._workers):
+            if todo and self._take_in_started():
+                by_fd = {w.out_fd: w for w in self._workers}
             for w in self._workers:
                 while todo and len(w.inflight) < PIPELINE:
                     k, job = todo.popleft()
@@ -180,9 +229,15 @@ class Sandbox:
             busy = [w for w in self._workers if w.inflight]
             wait = min(w.head_since + self._limits(w.inflight[0][1])[0] + GRACE_S - now
                        for w in busy)
-            ready, _, _ = select.select([w.out_fd for w in busy], [], [], max(wait, 0))
+            fds = [w.out_fd for w in busy]
+            if todo and self._starting:  # wake up when a booting worker says hello
+                fds += [w.out_fd for w in self._starting]
+                wait = min(wait, self._start_deadline - now)
+            ready, _, _ = select.select(fds, [], [], max(wait, 0))
             for fd in ready:
-                w = by_fd[fd]
+                w = by_fd.get(fd)
+                if w is None:
+                    continue  # a hello: taken in at the top of the loop
                 data = os.read(fd, READ_BYTES)
                 if not data:
                     self._replace(w, "crashed", "the sandbox worker died", todo, results, bar)
@@ -211,8 +266,7 @@ class Sandbox:
         bar.update(1)
         todo.extendleft(reversed(w.inflight))
         w.kill()
-        i = self._workers.index(w)
-        self._workers[i] = self._spawn(i)
+        self._workers[self._workers.index(w)] = self._spawn(w.index)
 
     def _result(self, job: Job, msg: dict) -> Result:
         return Result(

@@ -28,7 +28,7 @@ class Worker:
             scratch_root = os.path.join(scratch_root, f"w{index}")
             os.makedirs(scratch_root, mode=0o711, exist_ok=True)
         cfg = worker_config(tier, index, "/tmp" if tier == "bwrap" else scratch_root)
-        self.uid = cfg["uid"]
+        self.index, self.uid = index, cfg["uid"]  # tier 2: the index picks uid and dir
         cmd = worker_command(tier, json.dumps(cfg))
         info_r = info_w = None
         if tier == "bwrap":  # bwrap reports the host pid of its pid namespace's init
@@ -39,9 +39,9 @@ class Worker:
             cwd=cfg["scratch_root"], start_new_session=True, bufsize=0,
             pass_fds=() if info_w is None else (info_w,))
         self.ns_init: int | None = None
+        self._info_r = info_r  # read in wait_ready: the workers start side by side
         if info_w is not None:
             os.close(info_w)
-            self.ns_init = _read_info(info_r)
         self.out_fd = self.proc.stdout.fileno()
         self.buf = bytearray()
         self.inflight: deque[tuple[int, Job]] = deque()
@@ -49,9 +49,11 @@ class Worker:
         self.tier = tier
         self.info: dict | None = None
 
-    def wait_ready(self) -> Worker:
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> Worker:
         """Wait for the server's hello (workers start in parallel, then all wait)."""
-        hello = self._read_line(START_TIMEOUT_S)
+        if self._info_r is not None:
+            self.ns_init, self._info_r = _read_info(self._info_r), None
+        hello = self._read_line(timeout)
         if not hello or not json.loads(hello).get("hello"):
             self.kill()
             raise RuntimeError(f"sandbox worker ({self.tier}) failed to start; command: "
@@ -88,6 +90,8 @@ class Worker:
         return [json.loads(line) for line in lines if line]
 
     def kill(self) -> None:
+        if self._info_r is not None:  # killed before it was ready: learn its pid 1 first
+            self.ns_init, self._info_r = _read_info(self._info_r), None
         # Under bwrap, killing the namespace's init takes every process in it along;
         # otherwise the process group holds server and spawner (jobs die with them).
         for pid, fn in ((self.ns_init, os.kill), (self.proc.pid, os.killpg)):
