@@ -125,6 +125,21 @@ def test_without_with_block_and_close():
         box.run([])
 
 
+def test_start_boots_workers_that_run_takes_in_as_they_come_up():
+    with Sandbox(workers=3, timeout=2.0) as box:
+        assert box.start() is box and box.start() is box  # idempotent
+        jobs = [Job(id=str(i), code=GOOD, tests=[f"assert f({i}) == {i}"]) for i in range(9)]
+        assert all(r.passed for r in box.run(jobs))
+        assert len(set(box.worker_pids)) == 3
+        # A caller that comes back after the start deadline still gets hellos that
+        # arrived in time (they wait in the pipe) rather than a start-up failure.
+        late = Sandbox(workers=2, timeout=2.0).start()
+        time.sleep(0.5)
+        late._start_deadline = time.monotonic() - 1
+        assert all(r.passed for r in late.run(jobs))
+        late.close()
+
+
 def test_non_preloaded_and_site_packages_imports(sb):
     if sb.tier == "rlimit" and not _reachable_by_others(os.path.dirname(os.__file__)):
         pytest.skip("the stdlib is not readable by the job uid here (warned at start-up)")

@@ -64,8 +64,8 @@ class Worker:
     def _read_line(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout
         while b"\n" not in self.buf:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([self.out_fd], [], [], left)[0]:
+            left = max(end - time.monotonic(), 0.0)  # 0: still take what has arrived
+            if not select.select([self.out_fd], [], [], left)[0]:
                 return None
             data = os.read(self.out_fd, 1 << 16)
             if not data:
