@@ -45,15 +45,19 @@ PROBLEMS = [
 
 
 def make_jobs(n: int) -> list[dict]:
-    """n jobs cycling through the problems; even indices correct, odd ones wrong."""
+    """n jobs cycling through the problems; even indices correct, odd ones wrong.
+
+    Every job's source is distinct (a comment names it), as sampled candidates are, so
+    no runner gets to reuse a compiled candidate; a problem's tests repeat, as they do.
+    """
     jobs = []
     for i in range(n):
         sig, good, bad, cases = PROBLEMS[i % len(PROBLEMS)]
         name = sig.split("(")[0]
         body = good if i % 2 == 0 else bad
         tests = [f"assert {name}{args!r} == {want!r}".replace(",)", ")") for args, want in cases]
-        jobs.append({"id": f"job{i}", "code": f"def {sig}:\n    {body}\n", "tests": tests,
-                     "entry_point": name})
+        jobs.append({"id": f"job{i}", "code": f"def {sig}:\n    # candidate {i}\n    {body}\n",
+                     "tests": tests, "entry_point": name})
     return jobs
 
 

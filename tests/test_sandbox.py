@@ -177,6 +177,19 @@ def test_equal_behaviour_gets_equal_hashes_across_candidates(sb):
     assert ra.tests[3].output == "<object object at 0x?>"
 
 
+def test_snippets_are_compiled_once_per_worker_and_big_ones_are_not_kept():
+    from ucoder.sandbox import harness
+
+    harness._compile_cached.cache_clear()
+    tests = ["assert f(1) == 1", "f(2)"]
+    first = harness.compile_job(GOOD, tests)
+    assert harness.compile_job(GOOD, tests) == first
+    assert harness._compile_cached.cache_info().hits == 3
+    big = GOOD + "x = 1\n" * 1000
+    harness.compile_job(big, tests)
+    assert harness._compile_cached.cache_info().currsize == 3  # the big code is not kept
+
+
 def test_canonical_repr():
     assert canonical_repr({3, 1, 2}) == "{1, 2, 3}"
     assert canonical_repr({"b": [1, (2,)], "a": frozenset({2, 1})}) == \

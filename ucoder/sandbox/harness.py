@@ -74,10 +74,16 @@ def compile_job(code: str, tests: list[str]) -> bytes:
                           [_compile(t, f"<test {i}>", True) for i, t in enumerate(tests)]))
 
 
-@functools.lru_cache(maxsize=4096)
 def _compile(src: str, name: str, expr_ok: bool) -> tuple:
-    """One snippet, compiled once per worker: a problem's tests are run against every
-    one of its candidates, and sampled candidates repeat (code objects are immutable)."""
+    # Small snippets (every test, most candidates) are compiled once per worker: a
+    # problem's tests run against each of its candidates, and samples repeat. Large
+    # ones are not kept, so the cache stays a few MiB.
+    if len(src) <= CACHED_SNIPPET_CHARS:
+        return _compile_cached(src, name, expr_ok)
+    return _compile_one(src, name, expr_ok)
+
+
+def _compile_one(src: str, name: str, expr_ok: bool) -> tuple:
     try:
         if expr_ok and not src.lstrip().startswith("assert"):
             try:
@@ -87,6 +93,10 @@ def _compile(src: str, name: str, expr_ok: bool) -> tuple:
         return False, compile(src, name, "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
         return None, type(exc).__name__, _err(exc)
+
+
+CACHED_SNIPPET_CHARS = 2048
+_compile_cached = functools.lru_cache(maxsize=4096)(_compile_one)  # code objects are immutable
 
 
 def put_job(area, nonce: bytes, job: dict, blob: bytes) -> None:
