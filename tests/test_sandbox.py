@@ -140,6 +140,23 @@ def test_start_boots_workers_that_run_takes_in_as_they_come_up():
         late.close()
 
 
+def _cpus_seen_by_jobs(box: Sandbox, n: int) -> set[tuple[int, ...]]:
+    jobs = [Job(id=str(i), code="import os", tests=["sorted(os.sched_getaffinity(0))"])
+            for i in range(n)]
+    return {tuple(json.loads(r.tests[0].output)) for r in box.run(jobs)}
+
+
+def test_default_pool_keeps_each_worker_on_one_cpu_and_uses_them_all():
+    cpus = sorted(os.sched_getaffinity(0))
+    with Sandbox(timeout=2.0) as box:
+        assert box.n_workers == 2 * len(cpus) == len(box.start().worker_pids)  # all up
+        seen = _cpus_seen_by_jobs(box, 6 * box.n_workers)
+    assert {c for s in seen for c in s} == set(cpus) and all(len(s) == 1 for s in seen)
+    if len(cpus) > 1:  # a pool that cannot cover the cores evenly is not pinned
+        with Sandbox(workers=len(cpus) + 1, timeout=2.0) as box:
+            assert _cpus_seen_by_jobs(box, 4) == {tuple(cpus)}
+
+
 def test_non_preloaded_and_site_packages_imports(sb):
     if sb.tier == "rlimit" and not _reachable_by_others(os.path.dirname(os.__file__)):
         pytest.skip("the stdlib is not readable by the job uid here (warned at start-up)")

@@ -46,7 +46,8 @@ class Sandbox:
     """Run untrusted Python jobs in isolated, warm workers.
 
     Args:
-        workers: number of workers (``None``: two per CPU core, all cores busy).
+        workers: number of workers (``None``: two per usable CPU core, all cores busy;
+            a pool that covers every core equally often keeps each worker on one core).
         timeout: default wall-clock seconds per job (its code and all its tests).
         memory_mb: default address-space limit per job in MiB.
         tier: ``auto`` (bubblewrap when it works here, else rlimits), ``bwrap`` or
@@ -59,7 +60,7 @@ class Sandbox:
                  memory_mb: int = 512, tier: str = "auto"):
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers={workers!r} is not allowed; use a positive integer "
-                             "or None for one per core")
+                             "or None for two per usable CPU core")
         if not timeout > 0:
             raise ValueError(f"timeout={timeout!r} is not allowed; use seconds > 0")
         if not (isinstance(memory_mb, int) and memory_mb >= MIN_MEMORY_MB):
@@ -68,7 +69,8 @@ class Sandbox:
         # A worker hands each job from server to spawner to child and back, one at a
         # time, so a core would idle during the hand-offs: two workers per core keep
         # every core busy (measured: ~1.3x the throughput of one per core here).
-        self.n_workers = workers or WORKERS_PER_CORE * (os.cpu_count() or 1)
+        # The cores this process may use (a container's cpuset), not the host's.
+        self.n_workers = workers or WORKERS_PER_CORE * len(os.sched_getaffinity(0))
         self.timeout, self.memory_mb = float(timeout), memory_mb
         self.tier = choose_tier(tier)
         self._workers: list[Worker] = []
@@ -104,7 +106,7 @@ class Sandbox:
         self._start_deadline = time.monotonic() + START_TIMEOUT_S
         try:
             for i in range(self.n_workers):
-                self._starting.append(Worker(self.tier, i, self._scratch or "/tmp"))
+                self._starting.append(self._new_worker(i))
         except BaseException:
             self._kill_all()
             raise
@@ -147,8 +149,18 @@ class Sandbox:
             w.kill()
         self._starting, self._workers = [], []
 
+    def _new_worker(self, index: int) -> Worker:
+        return Worker(self.tier, index, self._scratch or "/tmp", self._cpu_for(index))
+
+    def _cpu_for(self, index: int) -> int | None:
+        """Pin worker ``index`` to one CPU when the pool covers every CPU this process
+        may use equally often (the default, two per core); otherwise leave placement to
+        the scheduler (several small pools would pile onto the same CPUs)."""
+        cpus = sorted(os.sched_getaffinity(0))
+        return cpus[index % len(cpus)] if self.n_workers % len(cpus) == 0 else None
+
     def _spawn(self, index: int) -> Worker:
-        return Worker(self.tier, index, self._scratch or "/tmp").wait_ready()
+        return self._new_worker(index).wait_ready()
 
     def close(self) -> None:
         """Stop the workers (each sweeps its leftovers) and remove scratch space."""

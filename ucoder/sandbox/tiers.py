@@ -199,8 +199,9 @@ def _user_process_count() -> int:
     return count
 
 
-def worker_config(tier: str, index: int, scratch_root: str) -> dict:
-    """What one fork server needs to know (sent as its argv[1])."""
+def worker_config(tier: str, index: int, scratch_root: str, cpu: int | None = None) -> dict:
+    """What one fork server needs to know (sent as its argv[1]); ``cpu``: the CPU the
+    worker, its spawner and its jobs stay on (None: the scheduler decides)."""
     root = is_root()
     if tier == "bwrap":
         sweep, uid = ("pidns", NOBODY) if root else ("kill_all", None)
@@ -210,7 +211,8 @@ def worker_config(tier: str, index: int, scratch_root: str) -> dict:
     nproc = 64 if uid is not None else _user_process_count() + 64
     return {"sweep": sweep, "uid": uid, "scratch_root": scratch_root, "nproc": nproc,
             "own_scratch_root": tier != "bwrap",  # bwrap's /tmp vanishes with the worker
-            "fsize_mb": 16, "nofile": 256, "preload": PRELOAD, "site_dirs": site_dirs()}
+            "fsize_mb": 16, "nofile": 256, "preload": PRELOAD, "site_dirs": site_dirs(),
+            "cpu": cpu}
 
 
 def site_dirs() -> list[str]:

@@ -289,6 +289,14 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     sys.path.extend(d for d in cfg["site_dirs"] if d not in sys.path)  # started with -S
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if cfg["cpu"] is not None:
+        # Server, spawner and job hand off to each other several times per job; on one
+        # CPU each hand-off is a plain context switch instead of a cross-CPU wake-up
+        # (an interrupt, costly in a VM). Measured: ~8 % more jobs/s on 2 cores.
+        try:
+            os.sched_setaffinity(0, {cfg["cpu"]})
+        except OSError:
+            pass  # not allowed here: the scheduler places us
     spawning.preload(cfg["preload"])
     Server(cfg).serve()
     os._exit(0)  # every result went out with os.write; skip the interpreter's teardown

@@ -23,11 +23,11 @@ START_TIMEOUT_S = 60.0
 class Worker:
     """One fork server process and the jobs it owes results for."""
 
-    def __init__(self, tier: str, index: int, scratch_root: str):
+    def __init__(self, tier: str, index: int, scratch_root: str, cpu: int | None = None):
         if tier != "bwrap":  # bwrap workers each have a private /tmp of their own
             scratch_root = os.path.join(scratch_root, f"w{index}")
             os.makedirs(scratch_root, mode=0o711, exist_ok=True)
-        cfg = worker_config(tier, index, "/tmp" if tier == "bwrap" else scratch_root)
+        cfg = worker_config(tier, index, "/tmp" if tier == "bwrap" else scratch_root, cpu)
         self.index, self.uid = index, cfg["uid"]  # tier 2: the index picks uid and dir
         cmd = worker_command(tier, json.dumps(cfg))
         info_r = info_w = None
