@@ -118,8 +118,13 @@ class Sandbox:
         come up, so jobs run while the rest still boot)."""
         self.start()
         try:
-            while self._starting and (every or not self._workers):
-                self._workers.append(self._starting.pop(0).wait_ready(self._start_left()))
+            if every:
+                while self._starting:
+                    self._workers.append(self._starting.pop(0).wait_ready(self._start_left()))
+            while not self._workers and not self._take_in_started():
+                # whichever worker is up first (at the deadline every one is taken in,
+                # and one that has not said hello fails with the usual error)
+                select.select([w.out_fd for w in self._starting], [], [], self._start_left())
         except BaseException:
             self._kill_all()
             raise
