@@ -133,9 +133,10 @@ def _err(exc: BaseException) -> str:
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
-def run(code: tuple, tests: list[tuple], area, nonce: bytes, kill_all: bool) -> None:
+def run(code: tuple, tests: list[tuple], area, nonce: bytes, kill_all: bool,
+        finish=_exit) -> None:
     """Run the compiled candidate and tests (:func:`compile_job`), recording each outcome
-    in ``area``; never returns.
+    in ``area``; ends with ``finish(0)`` (the process exits).
 
     ``kill_all``: the job has a uid of its own, so ``kill(-1)`` before the final record
     removes every process it started, detached or not.
@@ -185,7 +186,7 @@ def run(code: tuple, tests: list[tuple], area, nonce: bytes, kill_all: bool) -> 
         except OSError:
             pass
     report({"k": "e"})
-    _exit(0)
+    finish(0)
 
 
 def _run_test(i: int, test: tuple, g: dict) -> dict:
@@ -234,6 +235,35 @@ def prepare_spawner(cfg: dict) -> None:
 
         global _prctl
         _prctl = ctypes.CDLL(None).prctl
+    warm_up()
+
+
+class _WarmedUp(Exception):
+    pass
+
+
+def _end_warm_up(_status: int) -> None:
+    raise _WarmedUp
+
+
+def warm_up(runs: int = 64) -> None:
+    """Run the harness on a harmless job ``runs`` times, in the spawner.
+
+    CPython counts the calls of every function and rewrites (quickens, then
+    specialises) its bytecode in place as it warms up. Code that first runs in a job
+    would do that writing in every job, each write a page copy; warmed up here, the jobs
+    find it done.
+    """
+    code, tests = marshal.loads(compile_job(
+        "def f(x):\n    return x\n",
+        ["assert f(1) == 1", "f([1, 'a', 2.5, None, (True,), {3: {4}}])", "assert f(0)",
+         "f(1 / 0)", "f"]))
+    area = bytearray(RECORD_BYTES * (len(tests) + 3))
+    for _ in range(runs):
+        try:
+            run(code, tests, area, b"0" * 16, False, finish=_end_warm_up)
+        except _WarmedUp:
+            pass
 
 
 def enter(cfg: dict, timeout: float, memory_mb: int, out: int) -> None:
