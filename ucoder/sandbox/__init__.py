@@ -5,10 +5,11 @@
         results = sb.run([Job(id="a", code="def f(x):\n    return x",
                               tests=["assert f(1) == 1", "f(2)"])])
 
-How it runs: warm workers (two per core) live inside the isolation. Each is a server
-plus a spawner that holds the pre-imported modules and clones one process per job
-(``worker.py``); the job process enters its limits, runs the code, then every test in
-the same namespace, and records each verdict in shared memory (``harness.py``). The
+How it runs: warm workers (two per core, each kept on its core) live inside the
+isolation. Each is a server plus a spawner that holds the pre-imported modules and the
+warmed-up harness and clones one process per job (``worker.py``); the job process enters
+its limits, runs the code, then every test in the same namespace, and records each
+verdict in shared memory (``harness.py``). The
 job's ``timeout`` is wall-clock time for the *whole job* (code and all tests, not per
 test): when it runs out the job is killed, tests already recorded keep their results,
 the running one is ``timeout`` and the rest ``skipped``. A job is ``passed`` only if the
