@@ -3,7 +3,9 @@
 Runs the benchmark's jobs (``benchmarks/sandbox.py``) through a warm in-process
 :class:`~ucoder.sandbox.Sandbox` and reads the CPU time of every role from ``/proc``
 (servers and spawners by pid; job processes through their parent, the server, which
-reaps them). Linux only.
+reaps them). Linux only. Read spawners and job processes together: after a clone,
+whichever of the two first writes a shared page pays for its copy, so their split moves
+from run to run while their sum does not.
 
     python benchmarks/sandbox_profile.py [--jobs 3000] [--workers N] [--tier auto]
 """

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--output", "-o", required=True, metavar="RESULTS.jsonl",
                      help="where to write one result per job (written atomically)")
     run.add_argument("--workers", type=int, default=None,
-                     help="warm workers (default: two per CPU core)")
+                     help="warm workers (default: one per usable CPU core)")
     run.add_argument("--timeout", type=float, default=5.0,
                      help="default wall-clock seconds per job, all its tests together")
     run.add_argument("--memory-mb", type=int, default=512,

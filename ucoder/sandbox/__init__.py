@@ -5,7 +5,7 @@
         results = sb.run([Job(id="a", code="def f(x):\n    return x",
                               tests=["assert f(1) == 1", "f(2)"])])
 
-How it runs: warm workers (two per core, each kept on its core) live inside the
+How it runs: warm workers (one per core, each kept on its core) live inside the
 isolation. Each is a server plus a spawner that holds the pre-imported modules and the
 warmed-up harness and clones one process per job (``worker.py``); the job process enters
 its limits, runs the code, then every test in the same namespace, and records each

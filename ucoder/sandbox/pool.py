@@ -1,4 +1,4 @@
-"""The warm worker pool: two workers per core, jobs streamed to them, results back.
+"""The warm worker pool: one worker per core, jobs streamed to them, results back.
 
 Each worker gets up to ``PIPELINE`` jobs ahead so it never waits for this process.
 The worker's server enforces each job's wall clock itself; this side is the backstop: a
@@ -35,7 +35,7 @@ from ucoder.sandbox.workers import START_TIMEOUT_S, Worker
 log = logging.getLogger("ucoder.sandbox")
 
 PIPELINE = 2
-WORKERS_PER_CORE = 2
+WORKERS_PER_CORE = 1
 GRACE_S = 3.0
 # Below glibc's mmap threshold: a 1 MiB read buffer costs an mmap, mremap and munmap
 # on every read (measured: ~1 % of all CPU). Longer lines just take several reads.
@@ -46,8 +46,8 @@ class Sandbox:
     """Run untrusted Python jobs in isolated, warm workers.
 
     Args:
-        workers: number of workers (``None``: two per usable CPU core, all cores busy;
-            a pool that covers every core equally often keeps each worker on one core).
+        workers: number of workers (``None``: one per usable CPU core, each kept on its
+            core; more per core only pays off for jobs that sleep or wait).
         timeout: default wall-clock seconds per job (its code and all its tests).
         memory_mb: default address-space limit per job in MiB.
         tier: ``auto`` (bubblewrap when it works here, else rlimits), ``bwrap`` or
@@ -60,16 +60,17 @@ class Sandbox:
                  memory_mb: int = 512, tier: str = "auto"):
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers={workers!r} is not allowed; use a positive integer "
-                             "or None for two per usable CPU core")
+                             "or None for one per usable CPU core")
         if not timeout > 0:
             raise ValueError(f"timeout={timeout!r} is not allowed; use seconds > 0")
         if not (isinstance(memory_mb, int) and memory_mb >= MIN_MEMORY_MB):
             raise ValueError(f"memory_mb={memory_mb!r} is not allowed; use an integer "
                              f">= {MIN_MEMORY_MB}")
-        # A worker hands each job from server to spawner to child and back, one at a
-        # time, so a core would idle during the hand-offs: two workers per core keep
-        # every core busy (measured: ~1.3x the throughput of one per core here).
-        # The cores this process may use (a container's cpuset), not the host's.
+        # A worker hands each job from server to spawner to child and back; kept on one
+        # core those hand-offs are plain context switches that leave the core no time
+        # to idle, so one worker per core keeps it busy (measured on 2 cores: one per
+        # core 1.15x the CLI's jobs/s of two per core, which also boot twice the
+        # interpreters). The cores this process may use (a container's cpuset).
         self.n_workers = workers or WORKERS_PER_CORE * len(os.sched_getaffinity(0))
         self.timeout, self.memory_mb = float(timeout), memory_mb
         self.tier = choose_tier(tier)
@@ -159,7 +160,7 @@ class Sandbox:
 
     def _cpu_for(self, index: int) -> int | None:
         """Pin worker ``index`` to one CPU when the pool covers every CPU this process
-        may use equally often (the default, two per core); otherwise leave placement to
+        may use equally often (the default, one per core); otherwise leave placement to
         the scheduler (several small pools would pile onto the same CPUs)."""
         cpus = sorted(os.sched_getaffinity(0))
         return cpus[index % len(cpus)] if self.n_workers % len(cpus) == 0 else None
