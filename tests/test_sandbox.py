@@ -207,6 +207,18 @@ def test_snippets_are_compiled_once_per_worker_and_big_ones_are_not_kept():
     assert harness._compile_cached.cache_info().currsize == 3  # the big code is not kept
 
 
+def test_verdict_records_need_the_nonce_and_must_be_json_objects():
+    from ucoder.sandbox.verdicts import parse_records
+
+    n = b"0123456789abcdef"
+    good = n + b' {"k":"c","ok":true}\n' + n + b' {"k":"e"}\n'
+    assert parse_records(good, n) == ([{"k": "c", "ok": True}, {"k": "e"}], False)
+    for junk in (b"fedcba9876543210 {\"k\":\"e\"}\n", n + b" [1]\n", n + b" 1,2\n",
+                 n + b" {\"k\":\n", b"no nonce at all\n"):
+        records, forged = parse_records(good + junk, n)
+        assert forged and records == [{"k": "c", "ok": True}, {"k": "e"}], junk
+
+
 def test_canonical_repr():
     assert canonical_repr({3, 1, 2}) == "{1, 2, 3}"
     assert canonical_repr({"b": [1, (2,)], "a": frozenset({2, 1})}) == \
