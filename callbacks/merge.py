@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ucoder.jsonl import read_jsonl, write_json, write_jsonl
+from ucoder.jsonl import read_json, read_jsonl, write_json, write_jsonl
 
 MERGED_FILES = ("selected.jsonl", "consensus.jsonl")
 
@@ -21,7 +20,7 @@ def merge_shards(round_dir: Path, shard_dirs: list[Path]) -> dict:
                     row["problem_id"] = f"rank{k}/{row.get('problem_id')}"
                     rows.append(row)
         write_jsonl(round_dir / name, rows)
-    shard_stats = [load_json(shard / "stats.json") for shard in shard_dirs]
+    shard_stats = [read_json(shard / "stats.json") or {} for shard in shard_dirs]
     merged = sum_stats(shard_stats)
     merged["shards"] = shard_stats
     write_json(round_dir / "stats.json", merged)
@@ -56,7 +55,3 @@ def cumulative_pairs(previous: list[dict], selected: list[dict], *, keep_previou
     new = [row for key, row in fresh.items() if key not in seen]
     return (list(previous) + new if keep_previous else list(fresh.values())), len(new)
 
-
-def load_json(path: Path) -> dict:
-    """A JSON file's object, or ``{}`` when the file does not exist."""
-    return json.loads(path.read_text()) if path.exists() else {}

@@ -28,9 +28,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from callbacks.base import RoundListener, check_every, find_callback, log, loop_dir
-from callbacks.merge import cumulative_pairs, load_json, merge_shards
+from callbacks.merge import cumulative_pairs, merge_shards
 from ucoder.ipc.round import RoundConfig, RoundRunner
-from ucoder.jsonl import read_jsonl, write_jsonl
+from ucoder.jsonl import read_json, read_jsonl, write_jsonl
 
 
 class RegenerateData(Callback):
@@ -69,11 +69,13 @@ class RegenerateData(Callback):
         self.epochs_done = 0
 
     # -- hooks ----------------------------------------------------------------------------
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def _epoch(self, trainer) -> int:
         # Lightning restores the loop's epoch only after on_fit_start; our own count of
         # finished epochs comes back with the callback state, before it.
-        epoch = max(trainer.current_epoch, self.epochs_done)
-        needed = epoch // self.every_n_epochs
+        return max(trainer.current_epoch, self.epochs_done)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        needed = self._epoch(trainer) // self.every_n_epochs
         if len(self.rounds) <= needed:
             self._run_round(trainer, pl_module, needed)
         elif self.train_file:  # resumed after this epoch's round: read the same data
@@ -124,7 +126,7 @@ class RegenerateData(Callback):
         if trainer.is_global_zero and world > 1:
             merge_shards(round_dir, [round_dir / f"rank_{r}" for r in range(world)])
         trainer.strategy.barrier("ucoder_round_merged")
-        stats = load_json(round_dir / "stats.json")  # merged under DDP
+        stats = read_json(round_dir / "stats.json") or {}  # merged under DDP
         # Every rank computes the (small, deterministic) training set; rank 0 writes it.
         pairs, new = cumulative_pairs(self._previous_pairs(index),
                                       read_jsonl(round_dir / "selected.jsonl"),
@@ -133,7 +135,7 @@ class RegenerateData(Callback):
         if trainer.is_global_zero:
             write_jsonl(train_file, pairs)
         trainer.strategy.barrier("ucoder_train_file_written")
-        summary = {"round": index, "epoch": max(trainer.current_epoch, self.epochs_done),
+        summary = {"round": index, "epoch": self._epoch(trainer),
                    "dir": str(round_dir),
                    "selected": int(stats.get("selected", 0)), "new_pairs": new,
                    "train_pairs": len(pairs), "train_file": str(train_file),

@@ -17,7 +17,7 @@ from ucoder.data import (
     read_pairs,
     tokenize_pairs,
 )
-from ucoder.jsonl import write_jsonl
+from ucoder.jsonl import read_json, write_json, write_jsonl
 
 PAIRS = [{"prompt": f"Write f{i}.", "completion": "def f():\n    return " + "1 + " * i + "1\n",
           "extra": i} for i in range(12)]
@@ -82,6 +82,13 @@ def test_bad_jsonl_names_the_line(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(SFTDataError, match=match):
         read_pairs(path)
+
+
+def test_read_json_gives_none_for_a_missing_or_broken_file(tmp_path):
+    write_json(tmp_path / "a.json", {"x": [1, 2]})
+    (tmp_path / "b.json").write_text('{"x": ')
+    assert read_json(tmp_path / "a.json") == {"x": [1, 2]}
+    assert read_json(tmp_path / "b.json") is None and read_json(tmp_path / "c.json") is None
 
 
 def test_bad_options_name_the_option(tmp_path):

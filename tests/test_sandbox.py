@@ -157,6 +157,19 @@ def test_default_pool_keeps_each_worker_on_one_cpu_and_uses_them_all():
             assert _cpus_seen_by_jobs(box, 4) == {tuple(cpus)}
 
 
+def test_sandbox_or_new_leaves_a_given_sandbox_open_and_closes_its_own(sb):
+    from ucoder.sandbox import sandbox_or_new
+
+    with sandbox_or_new(sb, 3.0) as box:
+        assert box is sb
+    assert sb.run([Job(id="a", code=GOOD, tests=["assert f(1) == 1"])])[0].passed
+    with sandbox_or_new(None, 3.0) as box:
+        assert box is not sb and box.timeout == 3.0
+        assert box.run([Job(id="b", code=GOOD, tests=["f(1)"])])[0].passed
+    with pytest.raises(RuntimeError, match="closed"):
+        box.run([])
+
+
 def test_non_preloaded_and_site_packages_imports(sb):
     if sb.tier == "rlimit" and not _reachable_by_others(os.path.dirname(os.__file__)):
         pytest.skip("the stdlib is not readable by the job uid here (warned at start-up)")

@@ -60,6 +60,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(_to_plain(obj), indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """One JSON document, or ``None`` when the file is missing or not valid JSON (files
+    are written atomically, so that only happens to files written by something else)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict | JsonlError]]:
     """Yield ``(line_number, object_or_error)`` for every non-blank line.
 

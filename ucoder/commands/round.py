@@ -41,13 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The RoundConfig from ``--config`` and the flags (flags win)."""
-    from ucoder.ipc.config import RoundConfig, load_round_config, round_config_from_dict
+    from ucoder.ipc.config import load_round_config, round_config_from_dict
 
     overrides = {"problems": args.problems, "tests": args.tests, "samples": args.samples}
     if args.config:
         return load_round_config(args.config, **overrides)
-    return round_config_from_dict({k: v for k, v in overrides.items() if v is not None}) \
-        if any(v is not None for v in overrides.values()) else RoundConfig()
+    return round_config_from_dict({k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,20 +56,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"ucoder round: {err}", file=sys.stderr)
         return 2
-    from pathlib import Path
-
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ucoder.ipc.round import STAGES, RoundRunner
+    from ucoder.ipc.round import RoundRunner
 
     start = time.perf_counter()
-    sampler = _LazySampler(args)
-    if all((Path(args.out) / f"{s}.jsonl").exists() for s in STAGES):
-        sampler = None  # a finished round: nothing to generate, load no model
-    try:
-        stats = RoundRunner(sampler, args.out, config, seed=args.seed).run()
+    try:  # the sampler loads the model only if a stage still needs it
+        stats = RoundRunner(_LazySampler(args), args.out, config, seed=args.seed).run()
     except ValueError as err:
         print(f"ucoder round: {err}", file=sys.stderr)
         return 2

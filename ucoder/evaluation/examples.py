@@ -47,14 +47,6 @@ def _close(text: str, open_at: int) -> int | None:
     return None
 
 
-def _parses(expr: str) -> bool:
-    try:
-        ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError):
-        return False
-    return True
-
-
 def _literal_call(call: str) -> bool:
     """A call with arguments, all literal values (``f(n - 1)`` in prose is no example)."""
     try:
@@ -71,10 +63,10 @@ def _literal_call(call: str) -> bool:
 def _literal(text: str) -> str | None:
     """``text`` (trimmed of a trailing period/comma) if it is a plain literal value."""
     text = text.strip().rstrip(".,;")
-    if not text or not _parses(text):
+    if not text:
         return None
     try:
-        ast.literal_eval(text)
+        ast.literal_eval(text)  # parses it too
     except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
         return None
     return text

@@ -23,7 +23,7 @@ from ucoder.evaluation.runner import (
     check_policies,
     run_tests,
 )
-from ucoder.sandbox import Job
+from ucoder.sandbox import Job, sandbox_or_new
 
 
 def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
@@ -69,11 +69,13 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
             "tests": ProblemTests(prompt=list(p.examples) if prompt_tests else [],
                                   model=list(row.get("generated_tests", [])),
                                   dropped=row.get("tests_dropped", 0)) if consensus else None}
+        snippets = (run_tests(run["tests"].tests, p.entry_point, signature)
+                    if consensus and run["tests"].tests else None)
         for j, cand in enumerate(run["samples"]):
             cand.setdefault("result", None)
-            if consensus and run["tests"].tests:
+            if snippets:
                 jobs.append(Job(id=f"t{i}.{j}", code=program(p, cand["code"]), timeout=timeout,
-                                tests=run_tests(run["tests"].tests, p.entry_point, signature)))
+                                tests=snippets))
         runs.append(run)
     if jobs:
         results = _run(jobs, sandbox, timeout, progress)
@@ -92,9 +94,5 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
 
 
 def _run(jobs, sandbox, timeout, progress) -> dict:
-    if sandbox is not None:
-        return {r.id: r for r in sandbox.run(jobs, progress=progress)}
-    from ucoder.sandbox import Sandbox
-
-    with Sandbox(timeout=timeout) as box:
+    with sandbox_or_new(sandbox, timeout) as box:
         return {r.id: r for r in box.run(jobs, progress=progress)}

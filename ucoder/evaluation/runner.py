@@ -19,7 +19,7 @@ from typing import Any
 from ucoder.evaluation.benchmarks import BenchmarkProblem
 from ucoder.evaluation.metrics import mean_pass_at_k, report_ks
 from ucoder.evaluation.programs import extract_code, generation_inputs, hidden_job, program
-from ucoder.sandbox import Job
+from ucoder.sandbox import Job, sandbox_or_new
 
 # Policies that need no generated tests. "random": a uniformly random sample;
 # "max_logprob": the sample the model is most sure of (mean token log-prob);
@@ -132,16 +132,9 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
 
     signature = getattr(selection, "signature", "pass")
 
-    def execute(box):
-        return _execute(box, problems, greedy, sampled, testsets, signature, timeout, progress)
-
-    if sandbox is None:
-        from ucoder.sandbox import Sandbox
-
-        with Sandbox(timeout=timeout) as box:
-            runs = timed("sandbox_s", lambda: execute(box))
-    else:
-        runs = timed("sandbox_s", lambda: execute(sandbox))
+    with sandbox_or_new(sandbox, timeout) as box:
+        runs = timed("sandbox_s", lambda: _execute(box, problems, greedy, sampled, testsets,
+                                                   signature, timeout, progress))
     per_problem = _select_all(problems, names, runs, selection, seed)
     return _report(problems, names, per_problem, samples, time.perf_counter() - start, timing,
                    benchmark, dict(num_tests=num_tests, seed=seed, temperature=temperature,
@@ -187,14 +180,16 @@ def _execute(box, problems, greedy, sampled, testsets, signature, timeout, progr
             code = extract_code(greedy[i][0].text)
             run["greedy"] = {"code": code, "finish": greedy[i][0].finish_reason}
             jobs.append(hidden_job(p, code, f"g{i}", timeout))
+        snippets = (run_tests(testsets[i].tests, p.entry_point, signature)
+                    if testsets is not None and testsets[i].tests else None)
         for j, s in enumerate(sampled[i] if sampled is not None else []):
             code = extract_code(s.text)
             run["samples"].append({"code": code, "mean_logprob": s.mean_logprob,
                                    "finish": s.finish_reason})
             jobs.append(hidden_job(p, code, f"h{i}.{j}", timeout))
-            if testsets is not None and testsets[i].tests:
+            if snippets:
                 jobs.append(Job(id=f"t{i}.{j}", code=program(p, code), timeout=timeout,
-                                tests=run_tests(testsets[i].tests, p.entry_point, signature)))
+                                tests=snippets))
         if testsets is not None:
             run["tests"] = testsets[i]
         runs.append(run)

@@ -114,10 +114,7 @@ def round_config_from_dict(data: dict, where: str = "round config") -> RoundConf
         raise ValueError(f"{where}: expected a mapping of RoundConfig fields, got "
                          f"{type(data).__name__}")
     _check_keys(data, RoundConfig, where)
-    data = dict(data)
-    if isinstance(data.get("selection"), dict):
-        data["selection"] = selection_from_dict(data["selection"])
-    return RoundConfig(**data)
+    return RoundConfig(**data)  # a selection mapping is checked by __post_init__
 
 
 def load_round_config(path: str | Path, **overrides) -> RoundConfig:

@@ -27,7 +27,7 @@ from pathlib import Path
 from ucoder.ipc import stages
 from ucoder.ipc.config import RoundConfig
 from ucoder.ipc.stats import round_stats
-from ucoder.jsonl import read_jsonl, write_json, write_jsonl
+from ucoder.jsonl import read_json, read_jsonl, write_json, write_jsonl
 from ucoder.records import Dropped
 
 log = logging.getLogger("ucoder.round")
@@ -68,7 +68,7 @@ class RoundRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_config()
         timings_path = self.out / "timings.json"
-        timings = _read_json(timings_path) or {}
+        timings = read_json(timings_path) or {}
         first = next((s for s in STAGES if not self.path(s).exists()), None)
         redo = STAGES[STAGES.index(first):] if first else ()
         data: dict = {}
@@ -87,7 +87,7 @@ class RoundRunner:
             self.ran.append(stage)
             log.info("round %s: %s kept %d, dropped %d in %.1f s", self.out, stage, len(kept),
                      len(dropped), timings[stage])
-        stats = round_stats(self.out, STAGES, timings)
+        stats = round_stats(self.out, STAGES, timings, data)
         stats["ran"] = list(self.ran)
         write_json(self.out / "stats.json", stats)
         return stats
@@ -95,7 +95,7 @@ class RoundRunner:
     def _check_config(self) -> None:
         path, current = self.out / "round.json", {"config": self.config.to_dict(),
                                                   "seed": self.seed}
-        saved = _read_json(path)
+        saved = read_json(path)
         if saved is not None and saved != current and any(self.path(s).exists()
                                                           for s in STAGES):
             raise ValueError(f"out_dir={str(self.out)!r} holds a round made with other "
@@ -121,20 +121,9 @@ class RoundRunner:
                                self.out / "consensus.jsonl", self.extra_score)
 
     def _executions(self, data: dict) -> tuple[list[dict], list[Dropped]]:
-        if self.sandbox is not None:
-            return stages.executions(self.sandbox, self.config, data["skeletons"],
-                                     data["candidates"], data["tests"])
-        from ucoder.sandbox import Sandbox
+        from ucoder.sandbox import sandbox_or_new
 
-        with Sandbox(timeout=self.config.timeout) as box:
+        with sandbox_or_new(self.sandbox, self.config.timeout) as box:
             return stages.executions(box, self.config, data["skeletons"], data["candidates"],
                                      data["tests"])
 
-
-def _read_json(path: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

@@ -21,29 +21,28 @@ def _rows(path: Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
-def round_stats(out: Path, stages: Sequence[str], timings: dict) -> dict:
-    """Counts per stage, drop reasons per stage, cluster sizes, seconds per stage."""
-    counts = {s: len(_rows(out / f"{s}.jsonl")) for s in stages}
+def round_stats(out: Path, stages: Sequence[str], timings: dict,
+                data: dict[str, list[dict]]) -> dict:
+    """Counts per stage, drop reasons per stage, cluster sizes, seconds per stage.
+
+    ``data``: every stage's kept rows (read or made by the runner); the drop records and
+    ``consensus.jsonl`` are read from ``out``.
+    """
+    counts = {s: len(data[s]) for s in stages}
     dropped = {}
     for s in stages:
         kinds = Counter(reason_kind(d["reason"]) for d in _rows(out / f"{s}.dropped.jsonl"))
         if kinds:
             dropped[s] = dict(kinds.most_common())
-    tests = _rows(out / "tests.jsonl")
+    tests, executions = data["tests"], data["executions"]
     consensus = _rows(out / "consensus.jsonl")
-    executions = _rows(out / "executions.jsonl")
     sizes: Counter = Counter()
-    seen = set()
-    for row in consensus:  # one count per cluster: (problem, size, members seen)
-        key = (row["problem_id"], row["cluster_size"])
-        if row["cluster_size"]:
-            seen.add(key)
-    for pid, size in seen:
-        members = sum(1 for r in consensus if r["problem_id"] == pid
-                      and r["cluster_size"] == size)
-        sizes[size] += members // size
+    members = Counter((r["problem_id"], r["cluster_size"]) for r in consensus
+                      if r["cluster_size"])
+    for (_, size), n in members.items():  # one count per cluster of that size
+        sizes[size] += n // size
     skeletons = Counter(str(p.get("skeleton_source", "")).split(":")[0]
-                        for p in _rows(out / "skeletons.jsonl"))
+                        for p in data["skeletons"])
     success = [r["execution_success"] for r in consensus]
     return {
         "selected": counts.get("selected", 0),

@@ -56,8 +56,8 @@ What it does not cover:
 """
 
 from ucoder.sandbox.jobs import Job, JobError, Result, TestResult, job_from_dict
-from ucoder.sandbox.pool import Sandbox
+from ucoder.sandbox.pool import Sandbox, sandbox_or_new
 from ucoder.sandbox.tiers import choose_tier, probe_bwrap
 
 __all__ = ["Job", "JobError", "Result", "Sandbox", "TestResult", "choose_tier",
-           "job_from_dict", "probe_bwrap"]
+           "job_from_dict", "probe_bwrap", "sandbox_or_new"]

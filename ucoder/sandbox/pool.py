@@ -10,6 +10,7 @@ the job it was running gets a ``timeout``/``crashed`` result. Other jobs go back
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import select
@@ -71,7 +72,8 @@ class Sandbox:
         # to idle, so one worker per core keeps it busy (measured on 2 cores: one per
         # core 1.15x the CLI's jobs/s of two per core, which also boot twice the
         # interpreters). The cores this process may use (a container's cpuset).
-        self.n_workers = workers or WORKERS_PER_CORE * len(os.sched_getaffinity(0))
+        self._cpus = sorted(os.sched_getaffinity(0))
+        self.n_workers = workers or WORKERS_PER_CORE * len(self._cpus)
         self.timeout, self.memory_mb = float(timeout), memory_mb
         self.tier = choose_tier(tier)
         self._workers: list[Worker] = []
@@ -162,7 +164,7 @@ class Sandbox:
         """Pin worker ``index`` to one CPU when the pool covers every CPU this process
         may use equally often (the default, one per core); otherwise leave placement to
         the scheduler (several small pools would pile onto the same CPUs)."""
-        cpus = sorted(os.sched_getaffinity(0))
+        cpus = self._cpus
         return cpus[index % len(cpus)] if self.n_workers % len(cpus) == 0 else None
 
     def _spawn(self, index: int) -> Worker:
@@ -292,6 +294,12 @@ class Sandbox:
             tests=[TestResult(*t) for t in msg.get("tests", [])],
             duration_s=round(msg.get("duration_s", 0.0), 6), tier=self.tier,
             error=msg.get("error"), stdout=msg.get("stdout"))
+
+
+def sandbox_or_new(sandbox: Sandbox | None, timeout: float):
+    """A context giving ``sandbox`` (left open: its owner closes it) or, when it is None,
+    a new :class:`Sandbox` with this default timeout, closed on exit."""
+    return contextlib.nullcontext(sandbox) if sandbox is not None else Sandbox(timeout=timeout)
 
 
 class _NoProgress:
