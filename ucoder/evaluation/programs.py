@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 
 from ucoder.evaluation.benchmarks import BenchmarkProblem
+from ucoder.ipc.code import parses
 from ucoder.prompts import SOLUTION_INSTRUCTION, SOLUTION_PREFIX, SOLUTION_STOP
 from ucoder.sandbox import Job
 
@@ -58,20 +59,12 @@ def extract_code(completion: str) -> str:
     """
     head, sep, rest = completion.partition("```")
     text = head
-    if sep and (not head.strip() or not _parses(head)):
+    if sep and (not head.strip() or not parses(head)):
         block = rest.split("\n", 1)[1] if "\n" in rest else ""  # drop the ```python line
         block = block.partition("```")[0]
         if block.strip():
             text = block
     return sanitize(text.rstrip() + "\n")
-
-
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
-        return False
-    return True
 
 
 def sanitize(code: str) -> str:
