@@ -39,7 +39,7 @@ PIPELINE = 2
 WORKERS_PER_CORE = 1
 GRACE_S = 3.0
 # Below glibc's mmap threshold: a 1 MiB read buffer costs an mmap, mremap and munmap
-# on every read (measured: ~1 % of all CPU). Longer lines just take several reads.
+# on every read (benchmarks/sandbox_results.md). Longer lines take several reads.
 READ_BYTES = 1 << 16
 
 
@@ -70,8 +70,9 @@ class Sandbox:
         # A worker hands each job from server to spawner to child and back; kept on one
         # core those hand-offs are plain context switches that leave the core no time
         # to idle, so one worker per core keeps it busy (measured on 2 cores: one per
-        # core 1.15x the CLI's jobs/s of two per core, which also boot twice the
-        # interpreters). The cores this process may use (a container's cpuset).
+        # core 1.13x the CLI's jobs/s of two per core, which also boot twice the
+        # interpreters; benchmarks/sandbox_results.md). The cores this process may
+        # use (a container's cpuset).
         self._cpus = sorted(os.sched_getaffinity(0))
         self.n_workers = workers or WORKERS_PER_CORE * len(self._cpus)
         self.timeout, self.memory_mb = float(timeout), memory_mb

@@ -31,7 +31,7 @@ WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
 # ready. Heavier, rarer modules (dataclasses, datetime, decimal, fractions, statistics,
 # hashlib with OpenSSL, tempfile with shutil's compression libraries, textwrap,
 # unicodedata) are left out: every page and every mapped library here is copied into
-# every job's page tables (measured: these three cost ~0.2 ms per job), and a job that
+# every job's page tables (benchmarks/sandbox_results.md), and a job that
 # needs one imports it itself.
 PRELOAD = [
     "array", "bisect", "collections", "copy", "enum", "functools", "heapq", "itertools",
