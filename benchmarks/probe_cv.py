@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from probes import binary_metrics, group_kfold, layer_sweep
+from ucoder.probes import binary_metrics, group_kfold, layer_sweep
 
 
 def auroc(scores, labels) -> float:

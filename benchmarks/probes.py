@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT.parent))
 from benchmarks.probe_candidates import generate_candidates  # noqa: E402
 from benchmarks.probe_cv import auroc, cross_validate  # noqa: E402
 from benchmarks.probe_labels import label_rows  # noqa: E402
-from probes import extract_features, load_features, num_hidden_layers, save_features  # noqa: E402
 from ucoder.jsonl import read_jsonl, write_json, write_jsonl  # noqa: E402
+from ucoder.probes import extract_features, load_features, num_hidden_layers, save_features  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -48,7 +48,7 @@ def worker_processes() -> tuple[list[int], list[int]]:
                 ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        if b"worker.py" in cmd and not cmd.startswith(b"bwrap") and b"/bwrap" not in cmd:
+        if b"server.py" in cmd and not cmd.startswith(b"bwrap") and b"/bwrap" not in cmd:
             parents[int(name)] = ppid
     servers = [p for p, pp in parents.items() if pp not in parents]
     return servers, [p for p, pp in parents.items() if pp in parents]

@@ -11,7 +11,7 @@ log = logging.getLogger("ucoder.loop")
 
 
 class RoundListener(Callback):
-    """A callback that :class:`~callbacks.RegenerateData` tells about every finished round.
+    """A callback that :class:`~ucoder.callbacks.RegenerateData` tells about every finished round.
 
     ``on_round_end`` runs on every rank after the round's merged files exist, before the
     DataModule is pointed at the new data.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from callbacks.base import check_every, log
+from ucoder.callbacks.base import check_every, log
 
 
 class EvaluatePassAtK(Callback):

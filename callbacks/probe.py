@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from callbacks.base import RoundListener, find_callback, log, loop_dir
+from ucoder.callbacks.base import RoundListener, find_callback, log, loop_dir
 from ucoder.jsonl import read_jsonl
 
 
@@ -48,7 +48,7 @@ class RefitProbe(RoundListener):
     def on_fit_start(self, trainer, pl_module) -> None:
         fitted = [h for h in self.history if h.get("path")]
         if self.use_in_selection and fitted:  # resumed: selection uses the last probe again
-            from probes import load_probe
+            from ucoder.probes import load_probe
 
             self._plug_in(trainer, pl_module, load_probe(fitted[-1]["path"], pl_module.model))
 
@@ -70,7 +70,7 @@ class RefitProbe(RoundListener):
         record["auroc"] = metrics.get("val/auroc", metrics.get("train/auroc"))
         path = loop_dir(trainer, self.out_dir) / "probes" / f"round_{round_index}"
         if trainer.is_global_zero:
-            from probes import save_probe
+            from ucoder.probes import save_probe
 
             save_probe(probe, path, model=pl_module.model)
         trainer.strategy.barrier("ucoder_probe_saved")
@@ -96,7 +96,7 @@ class RefitProbe(RoundListener):
         return [sampler.format_prompt(p) for p in prompts]
 
     def _fit(self, trainer, pl_module, rows, labels, round_index):
-        from probes import extract_features, fit_probe
+        from ucoder.probes import extract_features, fit_probe
 
         model = pl_module.model
         was_training = model.training
@@ -114,8 +114,8 @@ class RefitProbe(RoundListener):
                          meta={"round": round_index, "labels": "in_consensus"})
 
     def _plug_in(self, trainer, pl_module, probe) -> None:
-        from callbacks.regenerate import RegenerateData
-        from probes import ProbeScorer
+        from ucoder.callbacks.regenerate import RegenerateData
+        from ucoder.probes import ProbeScorer
 
         regenerate = find_callback(trainer, RegenerateData)
         if regenerate is None:

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from callbacks.base import RoundListener, check_every, find_callback, log, loop_dir
-from callbacks.merge import cumulative_pairs, merge_shards
+from ucoder.callbacks.base import RoundListener, check_every, find_callback, log, loop_dir
+from ucoder.callbacks.merge import cumulative_pairs, merge_shards
 from ucoder.ipc.round import RoundConfig, RoundRunner
 from ucoder.jsonl import read_json, read_jsonl, write_jsonl
 

@@ -6,7 +6,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from callbacks.base import RoundListener, find_callback, log, loop_dir
+from ucoder.callbacks.base import RoundListener, find_callback, log, loop_dir
 from ucoder.jsonl import write_json
 
 
@@ -57,7 +57,7 @@ class RoundReport(RoundListener):
         path = root / "report.json"
         write_json(path, report)
         if self.plots:
-            from callbacks.plots import draw_report
+            from ucoder.callbacks.plots import draw_report
 
             try:
                 report["plots"] = [str(p) for p in draw_report(report, root / "plots")]
@@ -68,9 +68,9 @@ class RoundReport(RoundListener):
 
     def build(self, trainer) -> dict[str, Any]:
         """The report as a JSON-able dict."""
-        from callbacks.evaluate import EvaluatePassAtK
-        from callbacks.probe import RefitProbe
-        from callbacks.regenerate import RegenerateData
+        from ucoder.callbacks.evaluate import EvaluatePassAtK
+        from ucoder.callbacks.probe import RefitProbe
+        from ucoder.callbacks.regenerate import RegenerateData
 
         regen = find_callback(trainer, RegenerateData)
         probe = find_callback(trainer, RefitProbe)

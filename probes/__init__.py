@@ -9,7 +9,7 @@ imports nothing from ``ucoder``.
 Usage::
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from probes import extract_features, fit_probe, save_probe, load_probe, ProbeScorer
+    from ucoder.probes import extract_features, fit_probe, save_probe, load_probe, ProbeScorer
 
     model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
     tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -20,10 +20,10 @@ Usage::
     scores = ProbeScorer(model, tok, load_probe("probe_dir", model)).score(prompts, completions)
 """
 
-from probes.data import ProbeDataModule, group_kfold, grouped_split
-from probes.extract import POSITIONS, extract_features, hidden_size, num_hidden_layers
-from probes.fit import binary_metrics, evaluate_probe, fit_probe
-from probes.io import (
+from ucoder.probes.data import ProbeDataModule, group_kfold, grouped_split
+from ucoder.probes.extract import POSITIONS, extract_features, hidden_size, num_hidden_layers
+from ucoder.probes.fit import binary_metrics, evaluate_probe, fit_probe
+from ucoder.probes.io import (
     ProbeCompatibilityError,
     StoredFeatures,
     load_features,
@@ -32,9 +32,9 @@ from probes.io import (
     save_features,
     save_probe,
 )
-from probes.modules import PROBE_KINDS, LinearProbe, MLPProbe, ProbeModule, build_probe
-from probes.scorer import ProbeScorer
-from probes.sweep import SweepResult, layer_sweep
+from ucoder.probes.modules import PROBE_KINDS, LinearProbe, MLPProbe, ProbeModule, build_probe
+from ucoder.probes.scorer import ProbeScorer
+from ucoder.probes.sweep import SweepResult, layer_sweep
 
 __all__ = [
     "POSITIONS",

@@ -85,7 +85,7 @@ class ProbeDataModule(L.LightningDataModule):
     """Features ``[N, H]`` (or ``[N, 1, H]``), boolean labels and problem ids, split by problem.
 
     Args:
-        features: a tensor, or a path written by :func:`probes.io.save_features`.
+        features: a tensor, or a path written by :func:`ucoder.probes.io.save_features`.
         labels: ``[N]`` booleans (read from the file when ``features`` is a path).
         groups: ``[N]`` problem ids (read from the file when ``features`` is a path).
         val_fraction: share of problems held out for validation (0 = no validation).
@@ -109,7 +109,7 @@ class ProbeDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if isinstance(features, (str, os.PathLike)):
-            from probes.io import load_features
+            from ucoder.probes.io import load_features
 
             stored = load_features(features)
             features = stored.features

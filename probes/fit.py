@@ -27,8 +27,8 @@ from torchmetrics.functional.classification import (
     binary_calibration_error,
 )
 
-from probes.data import ProbeDataModule
-from probes.modules import ProbeModule, build_probe
+from ucoder.probes.data import ProbeDataModule
+from ucoder.probes.modules import ProbeModule, build_probe
 
 _QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 

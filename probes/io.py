@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from probes.extract import hidden_size as model_hidden_size
-from probes.extract import num_hidden_layers
-from probes.modules import PROBE_KINDS, ProbeModule
+from ucoder.probes.extract import hidden_size as model_hidden_size
+from ucoder.probes.extract import num_hidden_layers
+from ucoder.probes.modules import PROBE_KINDS, ProbeModule
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "probe.safetensors", "probe.json"

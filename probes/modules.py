@@ -4,7 +4,7 @@ The network is a plain ``nn.Module`` (:class:`ProbeHead`: feature normalisation 
 linear or MLP head); the LightningModules only add the class-balanced BCE loss, the
 optimizer and one torchmetrics collection per stage (``train/auroc``, ``val/auroc``, ...).
 A probe carries what it needs to be used again: its normalisation statistics (buffers)
-and ``meta`` (layer, token position, base model), saved by :mod:`probes.io`.
+and ``meta`` (layer, token position, base model), saved by :mod:`ucoder.probes.io`.
 """
 
 from __future__ import annotations

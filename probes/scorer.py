@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from probes.extract import Completion, extract_features
-from probes.io import check_compatible
-from probes.modules import ProbeModule
+from ucoder.probes.extract import Completion, extract_features
+from ucoder.probes.io import check_compatible
+from ucoder.probes.modules import ProbeModule
 
 
 class ProbeScorer:

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from probes.data import grouped_split
-from probes.fit import fit_probe
-from probes.modules import ProbeModule
+from ucoder.probes.data import grouped_split
+from ucoder.probes.fit import fit_probe
+from ucoder.probes.modules import ProbeModule
 
 
 @dataclass

@@ -250,7 +250,7 @@ class ScriptedSampler:
 
     def sample(self, prompts, n=1, *, temperature=0.8, prefix="", **kwargs):
         from ucoder.generation import Sample
-        from ucoder.prompts import TEST_PREFIX
+        from ucoder.ipc.prompts import TEST_PREFIX
 
         def one(text, lp, j):
             return Sample(text=text, token_ids=[], sum_logprob=lp * 10, mean_logprob=lp,

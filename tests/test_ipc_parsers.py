@@ -18,9 +18,7 @@ from ucoder.ipc.code import (
     typing_imports,
 )
 from ucoder.ipc.dedup import Deduplicator, jaccard, shingles
-from ucoder.ipc.skeleton import check_skeleton
-from ucoder.ipc.tests import inputs_only, parse_tests
-from ucoder.prompts import (
+from ucoder.ipc.prompts import (
     PROBLEM_PREFIX,
     build_skeleton,
     parse_docstring,
@@ -28,6 +26,8 @@ from ucoder.prompts import (
     parse_rating,
     solution_prompt,
 )
+from ucoder.ipc.skeleton import check_skeleton
+from ucoder.ipc.tests import inputs_only, parse_tests
 from ucoder.records import Problem
 
 GOOD = """<PROBLEM_START>

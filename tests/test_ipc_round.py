@@ -15,9 +15,9 @@ import pytest
 from ucoder.generation import Sample, Sampler
 from ucoder.ipc.config import RoundConfig, load_round_config, round_config_from_dict
 from ucoder.ipc.consensus import SelectionConfig
+from ucoder.ipc.prompts import PROBLEM_PREFIX, RATING_PREFIX, TEST_PREFIX
 from ucoder.ipc.round import STAGES, RoundRunner
 from ucoder.jsonl import read_jsonl
-from ucoder.prompts import PROBLEM_PREFIX, RATING_PREFIX, TEST_PREFIX
 from ucoder.sandbox import Sandbox
 
 PROBLEMS = [

@@ -15,8 +15,8 @@ import torch
 from lightning import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from callbacks import EvaluatePassAtK, RefitProbe, RegenerateData, RoundReport
 from tests.tiny import tiny_llama, tiny_tokenizer
+from ucoder.callbacks import EvaluatePassAtK, RefitProbe, RegenerateData, RoundReport
 from ucoder.data import SFTDataModule
 from ucoder.generation import Sample
 from ucoder.ipc.round import RoundConfig
@@ -52,7 +52,7 @@ class ScriptedSampler:
         return prompt + prefix
 
     def sample(self, prompts, n=1, *, prefix="", **kwargs):
-        from ucoder import prompts as P
+        from ucoder.ipc import prompts as P
 
         self.calls += 1
         names = list(self.tasks)

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from probes import load_probe
 from tests.tiny import tiny_llama, tiny_tokenizer
 from ucoder.cli import main
 from ucoder.jsonl import read_jsonl, write_jsonl
+from ucoder.probes import load_probe
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from probes import (
+from tests.tiny import tiny_llama, tiny_tokenizer
+from ucoder.probes import (
     LinearProbe,
     MLPProbe,
     ProbeDataModule,
@@ -20,7 +21,6 @@ from probes import (
     load_features,
     save_features,
 )
-from tests.tiny import tiny_llama, tiny_tokenizer
 
 
 def planted(n_groups=40, per_group=6, hidden=24, seed=0, layers=1, signal_layer=0):
@@ -128,7 +128,7 @@ def test_end_to_end_on_tiny_model_hidden_states():
 
 
 def test_binary_metrics_ranks_unbounded_scores():
-    from probes import binary_metrics
+    from ucoder.probes import binary_metrics
 
     y = torch.tensor([0, 0, 1, 1])
     # Large raw scores (token counts) must not saturate into ties.

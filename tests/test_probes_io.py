@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes import (
+from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
+from ucoder.probes import (
     ProbeCompatibilityError,
     ProbeScorer,
     extract_features,
@@ -19,7 +20,6 @@ from probes import (
     model_fingerprint,
     save_probe,
 )
-from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [f"def f{i}(x):\n" for i in range(12) for _ in range(3)]
@@ -103,7 +103,7 @@ def test_missing_probe_directory(tmp_path):
 SCORE_IN_NEW_PROCESS = """
 import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from probes import ProbeScorer, load_probe
+from ucoder.probes import ProbeScorer, load_probe
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(sys.argv[1])
 data = json.load(open(sys.argv[3]))

@@ -124,7 +124,7 @@ def _load(args: argparse.Namespace, name: str):
 
 
 def _layers(spec: str, option: str, n_layers: int) -> list[int]:
-    from probes.extract import resolve_layers
+    from ucoder.probes.extract import resolve_layers
 
     if spec == "all":
         return list(range(n_layers + 1))
@@ -140,14 +140,14 @@ def _layers(spec: str, option: str, n_layers: int) -> list[int]:
 
 
 def _features(args, model, tok, cands: Candidates, layers: list[int]):
-    from probes import extract_features
+    from ucoder.probes import extract_features
 
     return extract_features(model, tok, cands.prompts, cands.completions, layers=layers,
                             position=args.position, batch_size=args.batch_size)  # fmt: skip
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from probes import fit_probe, layer_sweep, num_hidden_layers, save_probe
+    from ucoder.probes import fit_probe, layer_sweep, num_hidden_layers, save_probe
 
     cands = read_candidates(args.candidates, args.prompt_field, args.completion_field,
                             args.group_field, args.label_field)  # fmt: skip
@@ -181,7 +181,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from probes import ProbeScorer, load_probe
+    from ucoder.probes import ProbeScorer, load_probe
 
     cands = read_candidates(args.candidates, args.prompt_field, args.completion_field,
                             args.group_field, None)  # fmt: skip
@@ -196,7 +196,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probes import ProbeCompatibilityError
+    from ucoder.probes import ProbeCompatibilityError
 
     try:
         return _score(args) if args.probe_command == "score" else _fit(args)

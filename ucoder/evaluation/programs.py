@@ -14,7 +14,7 @@ import ast
 
 from ucoder.evaluation.benchmarks import BenchmarkProblem
 from ucoder.ipc.code import parses
-from ucoder.prompts import SOLUTION_INSTRUCTION, SOLUTION_PREFIX, SOLUTION_STOP
+from ucoder.ipc.prompts import SOLUTION_INSTRUCTION, SOLUTION_PREFIX, SOLUTION_STOP
 from ucoder.sandbox import Job
 
 # The same texts as the IPC solution stage, so SFT prompts match test-time prompts. The

@@ -2,7 +2,7 @@
 
 Problems are asked for across the paper's five categories and three difficulty levels,
 each prompt with its own topic so a small model does not write the same problem twice;
-answers are parsed (:func:`ucoder.prompts.parse_problem`), deduplicated
+answers are parsed (:func:`ucoder.ipc.prompts.parse_problem`), deduplicated
 (:mod:`ucoder.ipc.dedup`, seeded with the prompt's own example) and rated by the model.
 """
 
@@ -12,7 +12,7 @@ import random
 
 from ucoder.ipc.code import ParseError
 from ucoder.ipc.dedup import Deduplicator
-from ucoder.prompts import (
+from ucoder.ipc.prompts import (
     CATEGORIES,
     DIFFICULTIES,
     PROBLEM_PREFIX,

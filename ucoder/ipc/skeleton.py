@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 
 from ucoder.ipc.code import ParseError
-from ucoder.prompts import (
+from ucoder.ipc.prompts import (
     SKELETON_PREFIX,
     SKELETON_STOP,
     build_skeleton,

@@ -1,7 +1,7 @@
 """Stage 5 (solution space probing): dense sampling and execution in the sandbox.
 
 Each problem's prompt is its skeleton in the HumanEval-style instruction
-(:func:`ucoder.prompts.solution_prompt`); the answer starts inside a ```python fence
+(:func:`ucoder.ipc.prompts.solution_prompt`); the answer starts inside a ```python fence
 and is cut at the closing fence. A candidate is kept when its code parses and defines
 the entry point with a real body (:func:`ucoder.ipc.code.extract_solution`); the
 others are dropped with the reason and never executed. Kept candidates run in the
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ucoder.ipc.code import ParseError, extract_solution, typing_imports
-from ucoder.prompts import SOLUTION_PREFIX, SOLUTION_STOP, solution_prompt
+from ucoder.ipc.prompts import SOLUTION_PREFIX, SOLUTION_STOP, solution_prompt
 from ucoder.records import Dropped, Problem
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from ucoder.ipc.consensus import Candidate, select
 from ucoder.ipc.mutate import mutated_inputs
 from ucoder.ipc.problems import generate_problems, rate_problems
+from ucoder.ipc.prompts import solution_prompt
 from ucoder.ipc.skeleton import make_skeletons
 from ucoder.ipc.solutions import execute_candidates, sample_candidates
 from ucoder.ipc.tests import generate_tests, inputs_only
 from ucoder.jsonl import write_jsonl
-from ucoder.prompts import solution_prompt
 from ucoder.records import Dropped, Problem
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ucoder.ipc.code import ParseError, arity_of, check_test, inputs_of, split_statements
-from ucoder.prompts import TEST_PREFIX, TEST_STOP, test_prompt
+from ucoder.ipc.prompts import TEST_PREFIX, TEST_STOP, test_prompt
 
 MAX_TEST_CHARS = 300  # a longer snippet is almost always a runaway generation
 LINES_PER_SAMPLE = 4  # about how many usable lines one sample gives (sets samples per problem)

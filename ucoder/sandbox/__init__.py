@@ -7,7 +7,7 @@
 
 How it runs: warm workers (one per core, each kept on its core) live inside the
 isolation. Each is a server plus a spawner that holds the pre-imported modules and the
-warmed-up harness and clones one process per job (``worker.py``); the job process enters
+warmed-up harness and clones one process per job (``server.py``); the job process enters
 its limits, runs the code, then every test in the same namespace, and records each
 verdict in shared memory (``harness.py``). The
 job's ``timeout`` is wall-clock time for the *whole job* (code and all tests, not per

@@ -26,7 +26,7 @@ import sys
 
 if __package__:
     from ucoder.sandbox.canon import behaviour_hash, canonical_repr
-else:  # imported by worker.py started as a script inside the isolation
+else:  # imported by server.py started as a script inside the isolation
     from canon import behaviour_hash, canonical_repr
 
 PR_SET_PDEATHSIG = 1

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from ucoder.sandbox.client import START_TIMEOUT_S, Worker
 from ucoder.sandbox.jobs import (
     MIN_MEMORY_MB,
     Job,
@@ -31,7 +32,6 @@ from ucoder.sandbox.jobs import (
     job_from_dict,
 )
 from ucoder.sandbox.tiers import choose_tier, missing_protections
-from ucoder.sandbox.workers import START_TIMEOUT_S, Worker
 
 log = logging.getLogger("ucoder.sandbox")
 

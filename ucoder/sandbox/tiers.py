@@ -26,7 +26,7 @@ NOBODY = 65534
 # Tier 2 as root gives each worker a uid of its own (kill(-1) and RLIMIT_NPROC then reach
 # exactly one worker's jobs); the range is far from real accounts and container subuids.
 TIER2_UID_BASE = 1_900_000_000
-WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
+WORKER_SCRIPT = str(Path(__file__).with_name("server.py"))
 # What model-written solutions import most, loaded once in the server so jobs find them
 # ready. Heavier, rarer modules (dataclasses, datetime, decimal, fractions, statistics,
 # hashlib with OpenSSL, tempfile with shutil's compression libraries, textwrap,

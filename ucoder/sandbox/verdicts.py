@@ -14,7 +14,7 @@ import signal
 
 if __package__:
     from ucoder.sandbox.canon import behaviour_hash
-else:  # imported by worker.py started as a script inside the isolation
+else:  # imported by server.py started as a script inside the isolation
     from canon import behaviour_hash
 
 

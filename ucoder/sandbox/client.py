@@ -1,7 +1,7 @@
 """One worker process as seen from the caller: start it, talk to it, kill it.
 
 A worker is a bubblewrap sandbox (tier 1) or a plain process (tier 2) running
-``worker.py``; jobs go in as JSON lines on its stdin, results come back on its stdout.
+``server.py``; jobs go in as JSON lines on its stdin, results come back on its stdout.
 """
 
 from __future__ import annotations
