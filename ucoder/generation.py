@@ -51,6 +51,10 @@ class GenerationBackend(Protocol):
     def sample(self, prompts: Sequence[str], n: int = 1, **kwargs) -> list[list[Sample]]:
         ...
 
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]], *,
+              prefix: str = "") -> list[list[float]]:
+        ...
+
 
 @dataclass
 class _Row:
@@ -109,6 +113,28 @@ class Sampler:
     def encode_prompt(self, text: str) -> list[int]:
         # A chat template already contains its special tokens; plain text gets BOS etc.
         return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+
+    # -- scoring -------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]], *,
+              prefix: str = "") -> list[list[float]]:
+        """Summed log-prob of each given continuation of each prompt.
+
+        Conditioned on exactly the text :meth:`sample` conditions on
+        (``format_prompt(prompt, prefix)``); each continuation is tokenized on its own
+        and appended (see :mod:`ucoder.scoring`).
+
+        Args:
+            prompts: user prompts (or raw text when ``chat=False``).
+            continuations: per prompt, the strings whose log-probs are wanted.
+            prefix: text after the prompt, as in :meth:`sample`.
+
+        Returns:
+            Per prompt, one summed (untempered) log-prob per continuation.
+        """
+        from ucoder.scoring import score_continuations
+
+        texts = [self.format_prompt(p, prefix) for p in prompts]
+        return score_continuations(self, texts, continuations)
 
     # -- sampling ------------------------------------------------------------------------
     @torch.inference_mode()
