@@ -17,13 +17,13 @@ import fcntl
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from ucoder.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +221,8 @@ def ensure_embedded(key: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             _convert_gguf(gguf, tmp)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ucoder.atomic import atomic_directory
 from ucoder.models import (
     EMBEDDED_MODEL,
     FourBitOptions,
@@ -284,15 +283,9 @@ class UCoderModule(L.LightningModule):
     def save_adapter(self, directory: str | os.PathLike) -> Path:
         """Write the PEFT adapter (and the tokenizer) to ``directory``, atomically."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            shutil.rmtree(directory, ignore_errors=True)
-            os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
     def on_train_epoch_end(self) -> None:

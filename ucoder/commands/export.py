@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 HELP = "export a trained LoRA adapter, or merge it into the base model (--merge)"
@@ -44,13 +42,12 @@ def base_model_of(adapter: Path) -> str:
 def export(adapter: str, out: str, *, merge: bool = False, model: str | None = None,
            dtype: str = "auto") -> Path:
     """Write ``adapter`` (or, with ``merge``, base + adapter merged) to ``out`` atomically."""
+    from ucoder.atomic import atomic_directory
     from ucoder.models import load_model, load_tokenizer
 
     src, out_path = Path(adapter), Path(out)
     name = model or base_model_of(src)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
-    try:
+    with atomic_directory(out_path) as tmp:
         if merge:
             # Merge into an unquantized base: merging into 4-bit weights would round them.
             peft_model, tok = load_model(name, adapter=str(src), device="cpu", dtype=dtype)
@@ -60,10 +57,6 @@ def export(adapter: str, out: str, *, merge: bool = False, model: str | None = N
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             if not (src / "tokenizer_config.json").is_file():
                 load_tokenizer(name).save_pretrained(tmp)
-        shutil.rmtree(out_path, ignore_errors=True)
-        os.replace(tmp, out_path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_path
 
 
