@@ -156,3 +156,33 @@ def test_bad_options_name_the_option_and_what_is_allowed(kw, word):
     with pytest.raises(ValueError, match="allowed") as err:
         SelectionConfig(**kw)
     assert word in str(err.value)
+
+
+def test_the_registry_lists_every_policy_with_a_description():
+    from ucoder.ipc.consensus import POLICIES, get_policy, list_policies
+
+    names = [p.name for p in list_policies()]
+    assert names == list(POLICIES) and names[0] == "ucoder" and "any_parsable" in names
+    assert all(p.description for p in list_policies())
+    assert not get_policy("any_parsable").needs_execution
+    assert not get_policy("random_passing").uses_extra_score
+    with pytest.raises(ValueError, match="policy='best' is not allowed; choose one of ucoder"):
+        get_policy("best")
+
+
+def test_any_parsable_picks_a_parsing_candidate_without_running_anything():
+    from ucoder.ipc.consensus import apply_policy
+
+    good = ["def f(x):\n    return x\n", "def f(x):\n    return 2 * x\n"]
+    cands = [Candidate(completion="def f(x) return", mean_logprob=-0.1)] + [
+        Candidate(completion=c, mean_logprob=-1.0) for c in good]  # no test results at all
+    picks = {apply_policy("any_parsable", cands, SelectionConfig(seed=s)).index
+             for s in range(20)}
+    assert picks == {1, 2}  # never the broken one; the seed changes the draw
+    again = apply_policy("any_parsable", cands, SelectionConfig(seed=3))
+    assert again.index == apply_policy("any_parsable", cands, SelectionConfig(seed=3)).index
+    assert "2 that parse" in again.reason
+    # The execution-based policies decline on the same candidates.
+    assert apply_policy("random_passing", cands).index is None
+    none = apply_policy("any_parsable", cands[:1])
+    assert none.index is None and none.reason == "no candidate parses"

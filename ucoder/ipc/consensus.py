@@ -11,7 +11,10 @@ Every part is configurable so the paper's ablation can be rerun (:class:`Selecti
   take the largest cluster (dual: best-scoring) of size >= tau, inside it the best
   success, then the lowest perplexity; ``random_passing`` a random candidate with success
   >= rho; ``low_perplexity`` the most fluent one with success >= rho; ``largest_cluster``
-  the largest cluster with no success filter; ``success_rate`` the best success.
+  the largest cluster with no success filter; ``success_rate`` the best success;
+  ``any_parsable`` a random candidate that parses (no execution filter: the baseline that
+  shows what execution adds). The policies live in one registry (:func:`list_policies`,
+  :func:`apply_policy`) that rounds and ``ucoder eval`` share.
 
 Execution success of a candidate = the share of its tests that passed (an assert held,
 an expression ran without raising). A candidate with no test results (its code did not
@@ -23,13 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ucoder.ipc.policies import Evidence, Policy, get_policy, list_policies
+
 SIGNATURES = ("pass", "output", "dual")
-POLICIES = ("ucoder", "random_passing", "low_perplexity", "largest_cluster", "success_rate")
-CLUSTER_POLICIES = ("ucoder", "largest_cluster")
 
 
 @dataclass
@@ -38,13 +40,13 @@ class SelectionConfig:
 
     Attributes:
         signature: ``pass`` | ``output`` | ``dual`` (see the module docstring).
-        policy: ``ucoder`` | ``random_passing`` | ``low_perplexity`` | ``largest_cluster``
-            | ``success_rate``.
+        policy: a name from :func:`list_policies` (``ucoder``, ``random_passing``,
+            ``low_perplexity``, ``largest_cluster``, ``success_rate``, ``any_parsable``).
         min_success: rho, the execution success a candidate needs (0..1).
         min_cluster: tau, the smallest cluster a cluster policy accepts (>= 1).
         extra_weight: weight of ``Candidate.extra_score`` (e.g. a probe's probability)
             added to the mean log-prob when candidates are ranked.
-        seed: seeds ``random_passing``.
+        seed: seeds ``random_passing`` and ``any_parsable``.
         ignore_dead_tests: leave out tests that no candidate passes before anything is
             computed. Such a test separates no candidates (in ``pass`` mode) and only
             lowers every success alike; with a small model it is usually a broken test
@@ -63,9 +65,7 @@ class SelectionConfig:
         if self.signature not in SIGNATURES:
             raise ValueError(f"signature={self.signature!r} is not allowed; "
                              f"choose one of {', '.join(SIGNATURES)}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy={self.policy!r} is not allowed; "
-                             f"choose one of {', '.join(POLICIES)}")
+        get_policy(self.policy)  # an unknown name raises, listing the allowed
         if not isinstance(self.min_success, (int, float)) or not 0 <= self.min_success <= 1:
             raise ValueError(f"min_success={self.min_success!r} is not allowed; "
                              "use a number in [0, 1]")
@@ -152,8 +152,17 @@ def drop_dead_tests(candidates: Sequence[Candidate]) -> tuple[list[Candidate], l
     return out, live
 
 
+POLICIES = tuple(p.name for p in list_policies())
+CLUSTER_POLICIES = ("ucoder", "largest_cluster")
+__all__ = ["CLUSTER_POLICIES", "POLICIES", "SIGNATURES", "Candidate", "Evidence", "Policy",
+           "Selection", "SelectionConfig", "apply_policy", "candidate_from_result", "cluster",
+           "drop_dead_tests", "execution_success", "get_policy", "list_policies", "select",
+           "signature_of"]
+
+
 def select(candidates: Sequence[Candidate], config: SelectionConfig) -> Selection:
-    """Choose one candidate per ``config`` (see the module docstring)."""
+    """Choose one candidate with the policy ``config.policy`` (see :func:`list_policies`)."""
+    policy = get_policy(config.policy)
     live = None
     if config.ignore_dead_tests:
         candidates, live = drop_dead_tests(candidates)
@@ -164,44 +173,26 @@ def select(candidates: Sequence[Candidate], config: SelectionConfig) -> Selectio
     if not candidates:
         result.reason = "no candidates"
         return result
-    if live == []:
+    if policy.needs_execution and live == []:
         result.reason = "no test passed by any candidate"
         return result
-    if not clusters:
+    if policy.needs_execution and not clusters:
         result.reason = "no candidate ran any test"
         return result
     rho = config.min_success
     eligible = [i for i, c in enumerate(candidates) if c.passed and success[i] >= rho - 1e-9]
-
-    def rank(i: int) -> tuple[float, float]:
-        c = candidates[i]
-        extra = config.extra_weight * c.extra_score if c.extra_score is not None else 0.0
-        return (success[i], c.mean_logprob + extra)
-
     consensus, why = _consensus_cluster(candidates, clusters, eligible, config)
     for i in consensus or []:
         result.in_consensus[i] = True
-    policy = config.policy
-    if policy in CLUSTER_POLICIES:
-        if consensus is None:
-            result.reason = why
-            return result
-        result.index = max(consensus, key=lambda i: (rank(i), -i))
-        result.reason = why
-        return result
-    if not eligible:
-        result.reason = f"no candidate with execution success >= {rho:g}"
-        return result
-    if policy == "random_passing":
-        result.index = random.Random(config.seed).choice(eligible)
-        result.reason = f"random among {len(eligible)} with success >= {rho:g}"
-    elif policy == "low_perplexity":
-        result.index = max(eligible, key=lambda i: (rank(i)[1], -i))
-        result.reason = f"lowest perplexity among {len(eligible)} with success >= {rho:g}"
-    else:  # success_rate
-        result.index = max(eligible, key=lambda i: (rank(i), -i))
-        result.reason = f"best success ({success[result.index]:.2f}), then lowest perplexity"
+    evidence = Evidence(list(candidates), config, success, eligible, consensus, why)
+    result.index, result.reason = policy.choose(evidence)
     return result
+
+
+def apply_policy(name: str, candidates: Sequence[Candidate],
+                 config: SelectionConfig | None = None) -> Selection:
+    """:func:`select` with policy ``name`` and the other settings of ``config``."""
+    return select(candidates, dataclasses.replace(config or SelectionConfig(), policy=name))
 
 
 def _consensus_cluster(candidates, clusters, eligible, config) -> tuple[list[int] | None, str]:
