@@ -44,8 +44,9 @@ class RoundRunner:
         config: the round's settings.
         sandbox: a running :class:`ucoder.sandbox.Sandbox`; None opens one when the
             executions stage runs and closes it after.
-        extra_score: ``(prompts, completions) -> scores`` for the executed candidates
-            (e.g. a probe's probability); fills ``Candidate.extra_score``.
+        extra_score: ``(prompt_texts, raw_texts) -> scores`` for the executed candidates
+            (e.g. a probe's probability): the exact text each was sampled after and the
+            text sampled; fills ``Candidate.extra_score``.
         seed: seeds every sampling stage (each stage its own offset).
     """
 

@@ -21,7 +21,9 @@ def sample_candidates(sampler, problems: Sequence[Problem], n: int, *, seed: int
                       temperature: float = 0.8, top_p: float = 0.95,
                       max_new_tokens: int = 192) -> tuple[list[dict], list[Dropped]]:
     """``n`` candidates per problem; rows ``{"problem_id", "index", "completion",
-    "mean_logprob", "num_tokens", "finish_reason"}`` for those that parse."""
+    "mean_logprob", "num_tokens", "finish_reason", "prompt_text", "raw"}`` for those that
+    parse (``prompt_text``: the exact text the model was conditioned on, template and
+    answer prefix included; ``raw``: the sampled text the completion was extracted from)."""
     if not problems:
         return [], []
     groups = sampler.sample([solution_prompt(p.skeleton) for p in problems], n,
@@ -40,7 +42,8 @@ def sample_candidates(sampler, problems: Sequence[Problem], n: int, *, seed: int
                 continue
             rows.append({"problem_id": p.id, "index": k, "completion": code,
                          "mean_logprob": round(float(s.mean_logprob), 6),
-                         "num_tokens": s.num_tokens, "finish_reason": s.finish_reason})
+                         "num_tokens": s.num_tokens, "finish_reason": s.finish_reason,
+                         "prompt_text": s.prompt_text, "raw": s.text})
     return rows, dropped
 
 

@@ -101,7 +101,9 @@ def selected(cfg, skeleton_rows, candidate_rows, execution_rows, consensus_path:
         sel = select(cands, cfg.selection)
         size = {i: len(g) for g in sel.clusters for i in g}
         for k, c in enumerate(cands):
+            row = code[(pid, rows[k]["index"])]
             consensus.append({"problem_id": pid, "prompt": prompts[pid],
+                              "prompt_text": row.get("prompt_text"), "raw": row.get("raw"),
                               "completion": c.completion, "mean_logprob": c.mean_logprob,
                               "execution_success": round(sel.success[k], 4),
                               "cluster_size": size.get(k, 0),
@@ -127,7 +129,10 @@ def _extra_scores(extra_score, execution_rows, code, prompts) -> dict:
     if extra_score is None or not execution_rows:
         return {}
     keys = [(e["problem_id"], e["index"]) for e in execution_rows]
-    scores = extra_score([prompts[k[0]] for k in keys], [code[k]["completion"] for k in keys])
+    # What the model read and wrote (C3); rows from before those fields existed fall back
+    # to the instruction and the extracted code.
+    scores = extra_score([code[k].get("prompt_text") or prompts[k[0]] for k in keys],
+                         [code[k].get("raw") or code[k]["completion"] for k in keys])
     if len(scores) != len(keys):
         raise ValueError(f"extra_score returned {len(scores)} scores for {len(keys)} "
                          "candidates; it must return one per candidate")
