@@ -336,3 +336,96 @@ def add_lora(model, opts: LoraOptions, quantized: bool = False, gradient_checkpo
                         if isinstance(m, torch.nn.Linear) or "Linear" in type(m).__name__})
         raise ModelLoadError(f"lora.target_modules={opts.target_modules!r} is not usable: {err}. "
                              f"Linear modules of this model: {names}") from err
+
+
+def merged_generation_copy(model, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """A plain copy of ``model`` with its LoRA merged in, for fast generation.
+
+    The copy is what the training model computes, in a faster form: 4-bit
+    (bitsandbytes) base weights are de-quantized, the active LoRA deltas added, and the
+    result loaded into a fresh model built from the config. The training model is left
+    as it is (still 4-bit, adapter unmerged); the copy shares no tensor with it.
+
+    Args:
+        model: a causal LM, plain or 4-bit, optionally PEFT-wrapped.
+        dtype: the copy's dtype; default: that of the model's embedding weights.
+
+    Returns:
+        The copy, in eval mode, on the model's device, with gradients off.
+    """
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dtype = dtype or base.get_input_embeddings().weight.dtype
+    config = copy.deepcopy(base.config)
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = _merged_state(base, dtype)
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    tied = set(getattr(fresh, "_tied_weights_keys", None) or ())
+    if unexpected or set(missing) - tied - {"lm_head.weight"}:
+        raise ValueError(f"merged_generation_copy: weights do not fit the config "
+                         f"(missing {missing}, unexpected {unexpected})")
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    fresh.generation_config = copy.deepcopy(base.generation_config)
+    fresh.to(base.get_input_embeddings().weight.device)
+    fresh.eval().requires_grad_(False)
+    return fresh
+
+
+def _merged_state(base: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Plain state dict of ``base``: 4-bit weights de-quantized, LoRA deltas added."""
+    state: dict[str, torch.Tensor] = {}
+    for name, module in base.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+            continue  # a LoRA layer: its base_layer child carries the weights
+        for pname, param in module.named_parameters(recurse=False):
+            if "lora_" in name or "lora_" in pname or ".original_module" in f".{name}":
+                continue
+            key = _plain_name(f"{name}.{pname}" if name else pname)
+            state[key] = _dequantized(param).to(dtype=dtype, copy=True)
+        for bname, buf in module.named_buffers(recurse=False):
+            persistent = bname not in getattr(module, "_non_persistent_buffers_set", ())
+            if buf is not None and persistent and "lora_" not in name:
+                state[_plain_name(f"{name}.{bname}" if name else bname)] = buf.clone()
+    for name, module in base.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight") \
+                and not getattr(module, "merged", False):
+            key = _plain_name(f"{name}.weight")
+            for adapter in module.active_adapters:
+                if adapter in getattr(module, "lora_A", {}):
+                    delta = module.get_delta_weight(adapter).detach()
+                    state[key] += delta.to(device=state[key].device, dtype=dtype)
+    return state
+
+
+def _plain_name(name: str) -> str:
+    """Parameter name of a plain model: PEFT's wrapper segments removed."""
+    parts = [p for p in name.split(".") if p != "base_layer"]
+    if "modules_to_save" in parts:  # ``x.modules_to_save.<adapter>.weight`` -> ``x.weight``
+        k = parts.index("modules_to_save")
+        parts = parts[:k] + parts[k + 2:]
+    return ".".join(parts)
+
+
+def _dequantized(param: torch.Tensor) -> torch.Tensor:
+    """A full-precision tensor of ``param`` (bitsandbytes 4-bit params de-quantized)."""
+    state = getattr(param, "quant_state", None)
+    if state is None:
+        return param.detach()
+    import copy
+
+    from bitsandbytes import functional as bnbf
+
+    data = param.data
+    if getattr(state, "packing_format_for_cpu", False):
+        # bitsandbytes repacks 4-bit weights for its AVX512-BF16 kernel at the first
+        # eval forward on such CPUs; undo that on copies (the inverse mutates its input).
+        state = copy.deepcopy(state)
+        data, state = bnbf._convert_weight_packed_for_cpu_inverse(data.clone(), state)
+    return bnbf.dequantize_4bit(data, state)
