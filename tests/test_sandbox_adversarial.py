@@ -465,3 +465,88 @@ def test_killing_the_caller_leaves_no_worker_behind(tier):
                        for p in tree if Path(f"/proc/{p}").exists())
 
     assert settles(gone, seconds=5.0)
+
+
+# ------------------------------------------------------------------ equality hacks
+HACKS = code("""
+    class Yes:
+        def __eq__(self, other): return True
+        def __ne__(self, other): return False
+        def __lt__(self, other): return True
+        def __hash__(self): return hash(3)
+        def __bool__(self): return True
+        def __repr__(self): return "3"
+    class Int(int):
+        def __eq__(self, other): return True
+        __hash__ = int.__hash__
+    class Str(str):
+        def __eq__(self, other): return True
+        __hash__ = str.__hash__
+    class List(list):
+        def __eq__(self, other): return True
+    def yes(x): return Yes()
+    def int_(x): return Int(0)
+    def str_(x): return Str("")
+    def list_(x): return List()
+    def nested(x): return [1, (2, {"k": Yes()})]
+    def in_set(x): return {Yes()}
+    def as_key(x): return {Yes(): 1}
+    def honest(x): return 3
+""")
+
+
+@pytest.mark.parametrize("test", [
+    "assert yes(1) == 3", "assert yes(1) != 4", "assert 3 == yes(1)", "assert yes(1) < 4",
+    "assert yes(1)", "assert not not yes(1)", "assert yes(1) and True", "assert 3 in [yes(1)]",
+    "assert yes(1) in [3]", "assert int_(1) == 3", "assert str_(1) == 'abc'",
+    "assert list_(1) == [1, 2]", "assert nested(1) == [1, (2, {'k': 3})]",
+    "assert in_set(1) == {3}", "assert as_key(1) == {3: 1}",
+    "assert all(v == 3 for v in [yes(1)])",
+    "def check(candidate):\n    assert candidate(1) == 3\ncheck(yes)",  # HumanEval's form
+])
+def test_equality_hack_fails_every_assert_form(sb, test):
+    result, _ = run_one(sb, Job(id="hack", code=HACKS, tests=[test, "assert honest(1) == 3"]))
+    assert result.status == "failed"
+    assert result.tests[0].status == "failed" and "not a genuine value" in result.tests[0].error
+    assert result.tests[1].passed  # the honest function in the same job still passes
+
+
+def test_equality_hack_fails_the_output_signature(sb):
+    calls = ["yes(1)", "int_(1)", "str_(1)", "list_(1)", "nested(1)", "in_set(1)"]
+    result, _ = run_one(sb, Job(id="hack", code=HACKS, tests=calls + ["honest(1)"]))
+    honest = result.tests[-1]
+    assert honest.passed and honest.output == "3"
+    for call, t in zip(calls, result.tests):
+        assert not t.passed and t.output is None and t.hash != honest.hash, call
+
+
+def test_honest_values_still_pass(sb):
+    src = code("""
+        from collections import Counter, OrderedDict, defaultdict, deque
+        def f(x): return x
+    """)
+    tests = ["assert f(1) == 1.0", "assert f(True) == 1", "assert f(2.5) > 2",
+             "assert f([1, (2, 'a'), {3: {4.0}}]) == [1, (2, 'a'), {3: {4}}]",
+             "assert f(Counter('aab')) == {'a': 2, 'b': 1}",
+             "assert f(OrderedDict(a=1)) == {'a': 1}", "assert f(defaultdict(int)) == {}",
+             "assert f(deque([1])) == deque([1])", "assert f(None) is None",
+             "assert not f(0)", "assert f(int) == int", "assert f(range(3)) == range(3)",
+             "f(object())", "f(Counter('ba'))"]
+    result, _ = run_one(sb, Job(id="honest", code=src, tests=tests))
+    assert result.status == "passed", [t.error for t in result.tests]
+    assert result.tests[-2].output == "<object object at 0x?>"
+    assert result.tests[-1].output == "{'a': 1, 'b': 1}"  # a Counter counts as its dict
+
+
+def test_equality_hack_fails_benchmark_scoring(sb):
+    from ucoder.evaluation.benchmarks import load_humaneval
+    from ucoder.evaluation.programs import hidden_job
+
+    problems = load_humaneval()[:8]
+    jobs = [hidden_job(p, f"{HACKS}\n{p.entry_point} = yes\n", p.task_id, 5.0)
+            for p in problems]
+    jobs += [hidden_job(p, p.solution[len(p.context):], f"ref-{p.task_id}", 5.0)
+             for p in problems]
+    results = sb.run(jobs)
+    assert [r.status for r in results[:8]] == ["failed"] * 8
+    assert [r.status for r in results[8:]] == ["passed"] * 8

@@ -28,7 +28,16 @@ What the isolation covers, in both tiers:
   * as root, jobs run as an unprivileged uid (65534 under bwrap, one uid per worker in
     tier 2): they cannot signal the runner, its workers, or read root-only files;
   * a worker that dies or stops answering is killed with its process group and
-    replaced; its current job gets ``crashed``/``timeout``, the others are re-queued.
+    replaced; its current job gets ``crashed``/``timeout``, the others are re-queued;
+  * equality hacks: a test passes only on genuine values (``canon.genuine``: builtin
+    types checked through containers, or other C-implemented non-container types). An
+    expression test's value must be genuine, and every ``assert`` in a test, at any
+    depth (HumanEval's ``check``), checks the values its outcome rests on first: its
+    own value, the operands of ``and``/``or``/``not`` and of every comparison but
+    ``is``. An object whose ``__eq__``, ``__hash__``, ``__bool__`` or ``__repr__``
+    says what the test wants (a subclass of a builtin too) fails, in the ``pass`` and
+    ``output`` signatures and in benchmark scoring alike. ``1 == 1.0`` and
+    ``True == 1`` still hold, as in plain Python; a ``Counter`` counts as its dict.
 Tier 1, ``bwrap`` (bubblewrap; chosen automatically when it works here, probed once):
   * no network (own net namespace, loopback down), own ipc/uts/pid namespaces;
   * a read-only view of the host file system; /root and /home hidden behind a tmpfs
@@ -47,9 +56,12 @@ not readable by the job uid (Python under /root), imports beyond the preloaded m
 
 What it does not cover:
   * a candidate that deliberately attacks the harness inside its own process (finds the
-    nonce and the shared memory, patches the harness, returns objects whose ``__eq__``
-    always says yes) can fake *its own* verdict; it cannot change other jobs' verdicts,
-    the runner or the host;
+    nonce and the shared memory, patches the harness, the genuine-value check or the
+    builtins a test calls) can fake *its own* verdict; it cannot change other jobs'
+    verdicts, the runner or the host;
+  * truth tests and comparisons made by code a test calls (``all(f(x) for ...)``,
+    ``math.isclose``, a test's helper function) or outside an ``assert`` see the
+    candidate's values unchecked;
   * kernel exploits and side channels; CPU, memory-bandwidth and disk-cache contention;
   * memory is limited per process (RLIMIT_AS), not per job tree (no cgroups);
   * reads of world-readable host files outside the hidden home directories.
