@@ -251,6 +251,33 @@ def test_canonical_repr():
     assert behaviour_hash("x") == behaviour_hash("x") and len(behaviour_hash("x")) == 16
 
 
+def test_genuine_accepts_builtin_values_and_refuses_fakes():
+    from collections import Counter, OrderedDict
+
+    from ucoder.sandbox.canon import NotGenuine, genuine
+
+    loop: list = [1]
+    loop.append(loop)
+    for value in (None, True, 1, 2.5, 1j, "s", b"b", [1, (2,)], {1: {2}}, frozenset({3}),
+                  OrderedDict(a=1), range(2), object(), int, loop):
+        assert genuine(value) is value
+    nested = [Counter("aa")]
+    assert genuine(nested) == [{"a": 2}] and type(genuine(nested)[0]) is dict
+
+    class Sub(int):
+        pass
+
+    class Meta(type):
+        __flags__ = property(lambda cls: 1 << 8)  # posing as a C type
+
+    class Posing(metaclass=Meta):
+        pass
+
+    for fake in (Sub(1), [Sub(1)], {Sub(1): 1}, {1: Posing()}, (x for x in [1]), {}.keys()):
+        with pytest.raises(NotGenuine):
+            genuine(fake)
+
+
 # ------------------------------------------------------------------ the CLI
 def test_cli_bad_lines_get_error_results_and_exit_0(tmp_path: Path):
     lines = [
