@@ -36,33 +36,54 @@ def _load(name: str):
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ucoder`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in PASSTHROUGH:
-        return int(_load(argv[0]).main(argv[1:]) or 0)
-
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser: every command listed with its one-line ``HELP``; only the command
+    that runs adds its options (their imports can be heavy)."""
     parser = argparse.ArgumentParser(
         prog="ucoder",
         description="Self-improving code LLMs with no external data (UCoder / IPC).",
+        epilog="Commands that load a model share --model, --adapter, --backend, --device, "
+               "--dtype, --load-in-4bit and --threads. 'ucoder COMMAND --help' for more.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        if name in PASSTHROUGH:
-            sub.add_parser(name, help="train with Lightning (ucoder fit --help)", add_help=False)
-            continue
-        if argv and argv[0] != name:
-            # Only import the module that runs; list the rest by name.
-            sub.add_parser(name)
+        if name in PASSTHROUGH or (argv and argv[0] != name):
+            sub.add_parser(name, help=_help(name), add_help=name not in PASSTHROUGH)
             continue
         module = _load(name)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _help(name: str) -> str:
+    """A command's one-line ``HELP`` (command modules import nothing heavy at the top)."""
+    try:
+        return _load(name).HELP
+    except SystemExit:
+        return "(not available in this build)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ucoder`` console script.
+
+    A bad option or input (a ``ValueError`` naming it, or an ``OSError`` such as a
+    missing file) ends the command with one line on stderr and exit status 2.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return int(_load(argv[0]).main(argv[1:]) or 0)
+    args = build_parser(argv).parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        build_parser(argv).print_help()
         return 2
-    return int(_load(args.command).run(args) or 0)
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except (ValueError, OSError) as err:
+        action = getattr(args, "probe_command", None) or getattr(args, "action", None)
+        where = " ".join(x for x in ("ucoder", args.command, action) if x)
+        print(f"{where}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,19 +10,16 @@ of policy, pass@1 and solved/problems.
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "pass@1 of selection policies (greedy, random, ucoder...) on HumanEval or MBPP JSONL"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ucoder eval``."""
-    from ucoder.evaluation.runner import POLICIES
-    from ucoder.models import EMBEDDED_MODEL
+    from ucoder.commands.options import add_model_arguments
+    from ucoder.evaluation.selection import POLICIES
 
-    parser.add_argument("--model", default=EMBEDDED_MODEL,
-                        help="HF id, local directory or embedded:smollm2-135m-instruct")
-    parser.add_argument("--adapter", default=None, help="PEFT adapter directory to apply")
+    add_model_arguments(parser)
     parser.add_argument("--benchmark", default=None,
                         help="'humaneval' (default) or the path of an MBPP-style JSONL file")
     parser.add_argument("--from-report", default=None, metavar="REPORT.json",
@@ -51,12 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per sandbox job")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="rows (prompt x sample) decoded together")
-    parser.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes NF4 weights")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default). On a shared, busy "
-                             "machine 1 is much faster: threads spin-wait on each other")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
 
 
 def format_table(report: dict) -> str:
@@ -75,71 +66,49 @@ def format_table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Entry point of ``ucoder eval``; bad options raise ValueError before a model loads."""
+    from ucoder.commands.options import build_backend, model_options
     from ucoder.evaluation import check_policies, evaluate, load_benchmark
-    from ucoder.evaluation.runner import CONSENSUS_POLICIES
 
-    # Check everything cheap before the model loads.
-    previous = None
-    try:
-        if args.from_report:
-            previous = _read_report(args.from_report)
-            args.samples = previous.get("samples", 0)
-            args.benchmark = args.benchmark or previous.get("benchmark")
-        args.benchmark = args.benchmark or "humaneval"
-        policies = check_policies(args.select, args.samples)
-        problems = load_benchmark(args.benchmark, limit=None if previous else args.limit)
-    except ValueError as err:
-        print(f"ucoder eval: {err}", file=sys.stderr)
-        return 2
-    selection = None
-    if any(p in CONSENSUS_POLICIES for p in policies):
-        from ucoder.ipc.consensus import SelectionConfig
-
-        try:
-            if args.tests < (0 if args.prompt_tests else 1):
-                raise ValueError(f"--tests={args.tests} is not allowed with consensus "
-                                 "policies; use an integer >= 1 (0 only with --prompt-tests)")
-            selection = SelectionConfig(signature=args.signature, min_success=args.min_success,
-                                        min_cluster=args.min_cluster, seed=args.seed)
-        except ValueError as err:
-            print(f"ucoder eval: {err}", file=sys.stderr)
-            return 2
-
+    opts = model_options(args)
+    previous = _read_report(args.from_report) if args.from_report else None
+    if previous is not None:
+        args.samples = previous.get("samples", 0)
+        args.benchmark = args.benchmark or previous.get("benchmark")
+    args.benchmark = args.benchmark or "humaneval"
+    policies = check_policies(args.select, args.samples)
+    problems = load_benchmark(args.benchmark, limit=None if previous else args.limit)
+    selection = _selection(args, policies)
     if previous is not None:
         from ucoder.evaluation.reselect import reselect
 
-        try:
-            report = reselect(previous, problems, policies=policies, selection=selection,
-                              seed=args.seed, timeout=args.timeout,
-                              prompt_tests=args.prompt_tests)
-        except ValueError as err:
-            print(f"ucoder eval: {err}", file=sys.stderr)
-            return 2
+        report = reselect(previous, problems, policies=policies, selection=selection,
+                          seed=args.seed, timeout=args.timeout, prompt_tests=args.prompt_tests)
         report["model"], report["from_report"] = previous.get("model"), args.from_report
         return _finish(report, args.out)
-
-    import torch
-
-    from ucoder.generation import Sampler
-    from ucoder.models import load_model
-
-    if args.threads < 0:
-        print(f"ucoder eval: --threads={args.threads} is not allowed; use 0 (default) or "
-              "a positive integer", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    model, tokenizer = load_model(args.model, adapter=args.adapter, device=args.device,
-                                  dtype=args.dtype, load_in_4bit=args.load_in_4bit)
-    sampler = Sampler(model, tokenizer, batch_size=args.batch_size)
+    sampler = build_backend(opts, batch_size=args.batch_size, seed=args.seed)
     report = evaluate(sampler, problems, samples=args.samples, policies=policies,
                       num_tests=args.tests, selection=selection, seed=args.seed,
                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       top_p=args.top_p, timeout=args.timeout, prompt_tests=args.prompt_tests,
                       benchmark=str(args.benchmark))
-    report["model"], report["adapter"] = args.model, args.adapter
+    report["model"], report["adapter"] = opts.model, opts.adapter
+    report["backend"] = opts.backend
     return _finish(report, args.out)
+
+
+def _selection(args: argparse.Namespace, policies: list[str]):
+    """The SelectionConfig of the registry policies (None when only plain ones run)."""
+    from ucoder.evaluation.selection import CONSENSUS_POLICIES, needs_tests
+    from ucoder.ipc.consensus import SelectionConfig
+
+    if not any(p in CONSENSUS_POLICIES for p in policies):
+        return None
+    if needs_tests(policies) and args.tests < (0 if args.prompt_tests else 1):
+        raise ValueError(f"--tests={args.tests} is not allowed with consensus policies; use "
+                         "an integer >= 1 (0 only with --prompt-tests)")
+    return SelectionConfig(signature=args.signature, min_success=args.min_success,
+                           min_cluster=args.min_cluster, seed=args.seed)
 
 
 def _finish(report: dict, out: str) -> int:

@@ -14,16 +14,16 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ucoder export``."""
+    from ucoder.commands.options import add_model_arguments
+
     parser.add_argument("--adapter", required=True,
                         help="PEFT adapter directory (e.g. runs/demo/adapters/epoch_0)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--merge", action="store_true",
                         help="write a full model with the adapter merged into the weights")
-    parser.add_argument("--model", default=None,
-                        help="base model (default: the one recorded in the adapter)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16",
-                                                             "float16"],
-                        help="dtype of the merged weights (the base is loaded unquantized)")
+    # The base is loaded unquantized on the CPU: merging into 4-bit weights would round them.
+    add_model_arguments(parser, model_default=None, only=("model", "dtype"),
+                        model_help="base model (default: the one recorded in the adapter)")
 
 
 def base_model_of(adapter: Path) -> str:

@@ -18,11 +18,9 @@ HELP = "sample completions (text, token log-probs) from a model"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ucoder generate``."""
-    from ucoder.models import EMBEDDED_MODEL
+    from ucoder.commands.options import add_model_arguments
 
-    parser.add_argument("--model", default=EMBEDDED_MODEL,
-                        help="HF id, local directory or embedded:smollm2-135m-instruct")
-    parser.add_argument("--adapter", default=None, help="PEFT adapter directory to apply")
+    add_model_arguments(parser)
     parser.add_argument("--prompt", action="append", required=True,
                         help="a prompt (repeat the option for several)")
     parser.add_argument("-n", type=int, default=1, help="samples per prompt")
@@ -36,20 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows (prompt x sample) decoded together")
     parser.add_argument("--plain", action="store_true",
                         help="plain completion: no chat template around the prompt")
-    parser.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes NF4 weights")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--json", action="store_true", help="one JSON object per sample")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ucoder.generation import Sampler
-    from ucoder.models import load_model
+    """Entry point of ``ucoder generate``."""
+    from ucoder.commands.options import build_backend, model_options
 
-    model, tokenizer = load_model(args.model, adapter=args.adapter, device=args.device,
-                                  dtype=args.dtype, load_in_4bit=args.load_in_4bit)
-    sampler = Sampler(model, tokenizer, batch_size=args.batch_size,
-                      chat=False if args.plain else None, show_progress=not args.json)
+    sampler = build_backend(model_options(args), batch_size=args.batch_size,
+                            chat=False if args.plain else None, show_progress=not args.json,
+                            seed=args.seed)
     groups = sampler.sample(args.prompt, args.n, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             stop=args.stop, seed=args.seed)

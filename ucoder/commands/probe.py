@@ -12,13 +12,16 @@ consensus membership, real test results, anything true/false.
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ucoder.commands.options import EMBEDDED_MODEL as EMBEDDED
+from ucoder.commands.options import add_model_arguments
 from ucoder.jsonl import JsonlError, iter_jsonl, write_json, write_jsonl
 
-EMBEDDED = "embedded:smollm2-135m-instruct"  # ucoder.models.EMBEDDED_MODEL, not imported early
+# Hidden states need the transformers model: no --backend here.
+MODEL_FIELDS = ("model", "adapter", "device", "dtype", "load_in_4bit", "threads")
 HELP = "fit, sweep or apply a hidden-state correctness probe over a candidates JSONL"
 
 
@@ -37,15 +40,13 @@ class Candidates:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=Path, required=True, help="candidates JSONL")
-    p.add_argument("--model", default=None,
-                   help="HF id, local dir or embedded:smollm2-135m-instruct (score: default "
-                        "is the probe's base model)")  # fmt: skip
+    add_model_arguments(p, model_default=None, only=MODEL_FIELDS,
+                        model_help="HF id, local dir or embedded:smollm2-135m-instruct "
+                                   "(default; score: the probe's base model)")
     p.add_argument("--prompt-field", default="prompt", help="exact text the model saw")
     p.add_argument("--completion-field", default="completion")
     p.add_argument("--group-field", default="problem_id", help="problem id (grouped split)")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
-    p.add_argument("--load-in-4bit", action="store_true", help="quantize the model (bnb NF4)")
-    p.add_argument("--device", default="auto")
 
 
 def _train_opts(p: argparse.ArgumentParser) -> None:
@@ -118,9 +119,9 @@ def read_candidates(
 
 
 def _load(args: argparse.Namespace, name: str):
-    from ucoder.models import load_model
+    from ucoder.commands.options import load, model_options
 
-    return load_model(name, load_in_4bit=args.load_in_4bit, device=args.device)
+    return load(dataclasses.replace(model_options(args), model=name))
 
 
 def _layers(spec: str, option: str, n_layers: int) -> list[int]:
@@ -196,10 +197,5 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ucoder.probes import ProbeCompatibilityError
-
-    try:
-        return _score(args) if args.probe_command == "score" else _fit(args)
-    except (ProbeCommandError, ProbeCompatibilityError) as err:
-        print(f"ucoder probe {args.probe_command}: error: {err}", file=sys.stderr)
-        return 2
+    """Entry point of ``ucoder probe``; user errors are ValueErrors (see ``cli.main``)."""
+    return _score(args) if args.probe_command == "score" else _fit(args)

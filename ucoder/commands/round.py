@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
 HELP = "run one IPC round: generate problems, tests and solutions, select by consensus"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ucoder.models import EMBEDDED_MODEL
+    """Options of ``ucoder round``."""
+    from ucoder.commands.options import add_model_arguments
 
-    parser.add_argument("--model", default=EMBEDDED_MODEL,
-                        help=f"HF id, local directory or {EMBEDDED_MODEL} (default)")
-    parser.add_argument("--adapter", default=None, help="PEFT adapter directory to apply")
+    add_model_arguments(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="the round's directory")
     parser.add_argument("--problems", type=int, default=None, help="problems kept (12)")
     parser.add_argument("--tests", type=int, default=None, help="tests per problem (8)")
@@ -30,12 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML of RoundConfig fields (e.g. configs/round.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="seeds every sampling stage")
     parser.add_argument("--batch-size", type=int, default=64, help="rows sampled together")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    parser.add_argument("--load-in-4bit", action="store_true", help="4-bit base weights")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 can be faster "
-                             "on a busy machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -50,24 +42,17 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = build_config(args)  # cheap checks before the model loads
-    except ValueError as err:
-        print(f"ucoder round: {err}", file=sys.stderr)
-        return 2
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    """Entry point of ``ucoder round``; bad settings raise before a model loads."""
+    from ucoder.commands.options import model_options
     from ucoder.ipc.round import RoundRunner
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    opts = model_options(args)
+    config = build_config(args)
     start = time.perf_counter()
-    try:  # the sampler loads the model only if a stage still needs it
-        stats = RoundRunner(_LazySampler(args), args.out, config, seed=args.seed).run()
-    except ValueError as err:
-        print(f"ucoder round: {err}", file=sys.stderr)
-        return 2
+    # The backend loads only if a stage still needs it.
+    sampler = _LazySampler(opts, args.batch_size, not args.no_progress, args.seed)
+    stats = RoundRunner(sampler, args.out, config, seed=args.seed).run()
     seconds = stats.get("seconds", {})
     print(f"selected {stats['selected']} pairs from {stats['counts'].get('problems', 0)} "
           f"problems in {time.perf_counter() - start:.1f} s -> {args.out}/selected.jsonl")
@@ -76,21 +61,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _LazySampler:
-    """Loads the model on the first ``sample`` call, so a resumed round whose remaining
+    """Builds the backend on the first ``sample`` call, so a resumed round whose remaining
     stages need no model (executions, selection) does not load one."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+    def __init__(self, opts, batch_size: int, show_progress: bool, seed: int):
+        self.opts, self.batch_size = opts, batch_size
+        self.show_progress, self.seed = show_progress, seed
         self._sampler = None
 
-    def sample(self, prompts, n=1, **kwargs):
+    def _backend(self):
         if self._sampler is None:
-            from ucoder.generation import Sampler
-            from ucoder.models import load_model
+            from ucoder.commands.options import build_backend
 
-            a = self.args
-            model, tokenizer = load_model(a.model, adapter=a.adapter, device=a.device,
-                                          dtype=a.dtype, load_in_4bit=a.load_in_4bit)
-            self._sampler = Sampler(model, tokenizer, batch_size=a.batch_size,
-                                    show_progress=not a.no_progress)
-        return self._sampler.sample(prompts, n, **kwargs)
+            self._sampler = build_backend(self.opts, batch_size=self.batch_size,
+                                          show_progress=self.show_progress, seed=self.seed)
+        return self._sampler
+
+    def sample(self, prompts, n=1, **kwargs):
+        return self._backend().sample(prompts, n, **kwargs)
+
+    def score(self, prompts, continuations, **kwargs):
+        return self._backend().score(prompts, continuations, **kwargs)

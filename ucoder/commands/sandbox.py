@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
 HELP = "run model-written code and tests in the sandbox (JSONL in, JSONL out)"
@@ -51,6 +50,7 @@ def read_jobs(path: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Entry point of ``ucoder sandbox run``."""
     from ucoder.jsonl import write_jsonl
     from ucoder.sandbox import Job, Sandbox
 
@@ -59,17 +59,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         sb = Sandbox(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
                      tier=args.tier)
-    except (ValueError, RuntimeError) as err:  # names the option and what is allowed
-        print(f"ucoder sandbox: {err}", file=sys.stderr)
-        return 2
+    except RuntimeError as err:  # a tier that cannot run here: the option's fault
+        raise ValueError(str(err)) from err
     with sb:
         sb.start()  # the workers boot while the jobs are read
         try:
             items = read_jobs(args.jobs)
         except OSError as err:
-            print(f"ucoder sandbox: cannot read JOBS.jsonl {args.jobs!r}: {err}",
-                  file=sys.stderr)
-            return 2
+            raise ValueError(f"cannot read JOBS.jsonl {args.jobs!r}: {err}") from err
         jobs = [x for x in items if isinstance(x, Job)]
         done = iter(sb.run(jobs, progress=not args.no_progress))
         results = [next(done) if isinstance(x, Job) else x for x in items]

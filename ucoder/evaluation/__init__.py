@@ -11,7 +11,8 @@ wrote from the prompt alone. All model-written code runs in :mod:`ucoder.sandbox
 
 from ucoder.evaluation.benchmarks import BenchmarkError, BenchmarkProblem, load_benchmark
 from ucoder.evaluation.metrics import mean_pass_at_k, pass_at_k
-from ucoder.evaluation.runner import CONSENSUS_POLICIES, POLICIES, check_policies, evaluate
+from ucoder.evaluation.runner import evaluate
+from ucoder.evaluation.selection import CONSENSUS_POLICIES, POLICIES, check_policies
 
 __all__ = ["CONSENSUS_POLICIES", "POLICIES", "BenchmarkError", "BenchmarkProblem",
            "check_policies", "evaluate", "load_benchmark", "mean_pass_at_k", "pass_at_k"]

@@ -14,14 +14,14 @@ from typing import Any
 
 from ucoder.evaluation.benchmarks import BenchmarkProblem
 from ucoder.evaluation.programs import program
-from ucoder.evaluation.runner import (
-    CONSENSUS_POLICIES,
+from ucoder.evaluation.runner import build_report
+from ucoder.evaluation.selection import (
     ProblemTests,
-    _plain,
-    _report,
-    _select_all,
+    as_plain,
     check_policies,
+    needs_tests,
     run_tests,
+    select_all,
 )
 from ucoder.sandbox import Job, sandbox_or_new
 
@@ -47,50 +47,64 @@ def reselect(report: dict, problems: Sequence[BenchmarkProblem], *,
     start = time.perf_counter()
     rows = report.get("per_problem") or []
     names = check_policies(policies or list(report.get("policies", {})), report.get("samples", 0))
+    probs = _problems_of(rows, problems)
+    testing = needs_tests(names)
+    _check_fields(rows, names, testing, prompt_tests)
+    runs, jobs = _runs(rows, probs, testing, prompt_tests, timeout,
+                       getattr(selection, "signature", "pass"))
+    if jobs:
+        results = _run(jobs, sandbox, timeout, progress)
+        for i, run in enumerate(runs):
+            for j, cand in enumerate(run["samples"]):
+                cand["result"] = results.get(f"t{i}.{j}")
+    per_problem = select_all(probs, names, runs, selection, seed)
+    settings = dict(report.get("settings", {}), seed=seed, selection=as_plain(selection),
+                    prompt_tests=prompt_tests, reselected=True)
+    out = build_report(probs, names, per_problem, report.get("samples", 0),
+                       time.perf_counter() - start, {"sandbox_s": 0.0},
+                       report.get("benchmark"), settings)
+    out["timing"] = {"reselect_s": round(time.perf_counter() - start, 2),
+                     "original": report.get("timing", {})}
+    return out
+
+
+def _problems_of(rows: list[dict], problems: Sequence[BenchmarkProblem]
+                 ) -> list[BenchmarkProblem]:
     by_id = {p.task_id: p for p in problems}
     missing = [r["task_id"] for r in rows if r["task_id"] not in by_id]
     if missing:
         raise ValueError(f"report task ids not in the benchmark: {', '.join(missing[:5])}")
-    probs = [by_id[r["task_id"]] for r in rows]
+    return [by_id[r["task_id"]] for r in rows]
+
+
+def _check_fields(rows: list[dict], names: list[str], testing: bool, prompt_tests: bool
+                  ) -> None:
     if "greedy" in names and any("greedy" not in r["policies"] for r in rows):
         raise ValueError("policy 'greedy' needs a report that has it")
-    consensus = any(n in CONSENSUS_POLICIES for n in names)
-    if consensus and not prompt_tests and any("generated_tests" not in r for r in rows):
+    if testing and not prompt_tests and any("generated_tests" not in r for r in rows):
         raise ValueError("consensus policies need a report with generated tests (written "
                          "by evaluate() with a consensus policy) or prompt_tests")
-    signature = getattr(selection, "signature", "pass")
+
+
+def _runs(rows, probs, testing, prompt_tests, timeout, signature) -> tuple[list, list]:
+    """The runner's per-problem runs rebuilt from the report, and the test jobs to rerun."""
     runs, jobs = [], []
     for i, (p, row) in enumerate(zip(probs, rows)):
         greedy = row["policies"].get("greedy")
         run: dict[str, Any] = {
             "greedy": {"passed": greedy["passed"], "code": row.get("greedy_code", "")}
             if greedy else None,
-            "samples": [dict(c) for c in row["candidates"]],
+            "samples": [dict(c, result=None) for c in row["candidates"]],
             "tests": ProblemTests(prompt=list(p.examples) if prompt_tests else [],
                                   model=list(row.get("generated_tests", [])),
-                                  dropped=row.get("tests_dropped", 0)) if consensus else None}
+                                  dropped=row.get("tests_dropped", 0)) if testing else None}
         snippets = (run_tests(run["tests"].tests, p.entry_point, signature)
-                    if consensus and run["tests"].tests else None)
-        for j, cand in enumerate(run["samples"]):
-            cand.setdefault("result", None)
-            if snippets:
-                jobs.append(Job(id=f"t{i}.{j}", code=program(p, cand["code"]), timeout=timeout,
-                                tests=snippets))
+                    if testing and run["tests"].tests else None)
+        for j, cand in enumerate(run["samples"] if snippets else []):
+            jobs.append(Job(id=f"t{i}.{j}", code=program(p, cand["code"]), timeout=timeout,
+                            tests=snippets))
         runs.append(run)
-    if jobs:
-        results = _run(jobs, sandbox, timeout, progress)
-        for i, run in enumerate(runs):
-            for j, cand in enumerate(run["samples"]):
-                cand["result"] = results.get(f"t{i}.{j}")
-    per_problem = _select_all(probs, names, runs, selection, seed)
-    settings = dict(report.get("settings", {}), seed=seed, selection=_plain(selection),
-                    prompt_tests=prompt_tests, reselected=True)
-    out = _report(probs, names, per_problem, report.get("samples", 0),
-                  time.perf_counter() - start, {"sandbox_s": 0.0}, report.get("benchmark"),
-                  settings)
-    out["timing"] = {"reselect_s": round(time.perf_counter() - start, 2),
-                     "original": report.get("timing", {})}
-    return out
+    return runs, jobs
 
 
 def _run(jobs, sandbox, timeout, progress) -> dict:
