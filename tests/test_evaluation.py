@@ -201,6 +201,32 @@ def test_evaluate_garbage_model_scores_zero_without_crashing(tiny_sampler, sb, m
     json.dumps(report)
 
 
+
+def test_candidate_rows_carry_the_exact_generation_context(tiny_sampler, sb, mbpp_path):
+    from ucoder.evaluation.programs import generation_inputs
+
+    problems = load_benchmark(mbpp_path)
+    report = evaluate(tiny_sampler, problems, samples=2, policies=("random",), sandbox=sb,
+                      max_new_tokens=6, progress=False)
+    prompts, prefix, _ = generation_inputs(problems, tiny_sampler.chat)
+    for row, prompt in zip(report["per_problem"], prompts):
+        for cand in row["candidates"]:
+            assert cand["prompt_text"] == tiny_sampler.format_prompt(prompt, prefix)
+            assert cand["prompt_text"].endswith(prefix) and isinstance(cand["raw"], str)
+            assert cand["code"] == extract_code(cand["raw"])
+
+
+def test_any_parsable_runs_no_tests_and_skips_broken_code(sb, mbpp_path):
+    problems = load_benchmark(mbpp_path)
+    report = evaluate(ScriptedSampler(), problems, samples=5, policies=("any_parsable",),
+                      sandbox=sb, progress=False, seed=1)
+    assert "tests_s" not in report["timing"]  # no execution filter: no tests written
+    first = report["per_problem"][0]
+    assert "generated_tests" not in first and first["policies"]["any_parsable"]["fallback"] \
+        is False
+    assert report["policies"]["any_parsable"]["fallbacks"] == 0
+
+
 def test_greedy_only_skips_sampling_and_tests(tiny_sampler, sb, mbpp_path):
     problems = load_benchmark(mbpp_path)
     report = evaluate(tiny_sampler, problems, samples=0, policies=("greedy",), sandbox=sb,
