@@ -84,11 +84,14 @@ def test_bad_jsonl_names_the_line(tmp_path, content, match):
         read_pairs(path)
 
 
-def test_read_json_gives_none_for_a_missing_or_broken_file(tmp_path):
+def test_read_json_gives_none_for_a_missing_file_and_names_a_broken_one(tmp_path):
     write_json(tmp_path / "a.json", {"x": [1, 2]})
     (tmp_path / "b.json").write_text('{"x": ')
     assert read_json(tmp_path / "a.json") == {"x": [1, 2]}
-    assert read_json(tmp_path / "b.json") is None and read_json(tmp_path / "c.json") is None
+    assert read_json(tmp_path / "c.json") is None and read_json(tmp_path / "c.json", {}) == {}
+    # A corrupt file is an error naming it (issue 13), not a None that skips a check.
+    with pytest.raises(ValueError, match=r"b\.json:1: not valid JSON"):
+        read_json(tmp_path / "b.json")
 
 
 def test_bad_options_name_the_option(tmp_path):

@@ -60,13 +60,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(_to_plain(obj), indent=2, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """One JSON document, or ``None`` when the file is missing or not valid JSON (files
-    are written atomically, so that only happens to files written by something else)."""
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """One JSON document, or ``default`` when the file does not exist.
+
+    Raises:
+        JsonlError: the file exists but is not valid JSON (every writer here writes
+            atomically, so such a file was damaged or written by something else); the
+            message names the file, so a check that reads it is never skipped silently.
+    """
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise JsonlError(path, err.lineno, f"not valid JSON ({err.msg}); restore or delete "
+                         "the file") from None
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict | JsonlError]]:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ucoder.atomic import atomic_directory
+from ucoder.data import IGNORE
 from ucoder.models import (
     EMBEDDED_MODEL,
     FourBitOptions,
@@ -44,7 +45,6 @@ from ucoder.models import (
 )
 
 log = logging.getLogger(__name__)
-IGNORE = -100
 
 
 def lr_lambda(step: int, *, warmup: int, total: int, schedule: str = "cosine",
@@ -156,9 +156,14 @@ class UCoderModule(L.LightningModule):
         self.tokenizer = load_tokenizer(model, trust_remote_code)
         self.model = None
         self.strict_loading = False  # checkpoints hold only the LoRA weights
-        self._t0: float | None = None
-        self._run_tokens = 0  # tokens/s counts this process only (not a resumed total)
+        # Throughput counts this process's training steps only: not a resumed total, and
+        # not the rounds and evaluations that run in the epoch hooks between them.
+        self._step_start: float | None = None
+        self._train_seconds = 0.0
+        self._run_tokens = 0
         self.tokens_seen = 0
+        self._total: int | None = None  # schedule length, sized per epoch's data
+        self._warmup: int | None = None
 
     # -- model ----------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -205,8 +210,7 @@ class UCoderModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
+        self._step_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
         loss, _ = self(**batch)
@@ -214,13 +218,17 @@ class UCoderModule(L.LightningModule):
                      else batch["attention_mask"].sum())
         self.tokens_seen += tokens
         self._run_tokens += tokens
-        bs = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
-        if elapsed > 0:
-            self.log("train/tokens_per_s", self._run_tokens / elapsed, prog_bar=True,
-                     batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # After the optimizer step (it runs inside the training step's closure).
+        if self._step_start is not None:
+            self._train_seconds += time.perf_counter() - self._step_start
+            self._step_start = None
+        if self._train_seconds > 0:
+            self.log("train/tokens_per_s", self._run_tokens / self._train_seconds,
+                     prog_bar=True, batch_size=batch["input_ids"].shape[0])
 
     def validation_step(self, batch, batch_idx):
         loss, n = self(**batch)
@@ -248,26 +256,56 @@ class UCoderModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def _total_steps(self) -> int | None:
-        """Optimizer steps of the whole fit: ``max_steps``, else estimated from the data.
+    def _size_schedule(self) -> None:
+        """Size the schedule for the data this epoch trains on.
 
-        Evaluated lazily: a callback may only provide the training file in
-        ``on_fit_start``, after ``configure_optimizers`` has run.
+        The loop swaps the training file between epochs, so the fit's length is only
+        known one epoch at a time: the total is the steps done plus this epoch's steps
+        times the epochs left (Lightning's ``estimated_stepping_batches`` rule applied to
+        the current data), recomputed whenever an epoch starts. Warmup is fixed the first
+        time, so a longer second round does not send the learning rate back into warmup.
         """
-        if getattr(self, "_total", None) is None:
-            try:
-                self._total = max(1, int(self.trainer.estimated_stepping_batches))
-            except Exception:  # no training data yet; ask again at the next step
-                return None
-        return self._total
+        trainer, hp = self.trainer, self.hparams
+        per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        total = math.inf
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            total = trainer.global_step + per_epoch * (trainer.max_epochs - trainer.current_epoch)
+        if trainer.max_steps is not None and trainer.max_steps >= 0:
+            total = min(total, trainer.max_steps)
+        if not math.isfinite(total):
+            if hp.schedule != "constant" or (hp.warmup_steps is None and hp.warmup_ratio):
+                raise ValueError(
+                    f"model.schedule={hp.schedule!r} (warmup_ratio={hp.warmup_ratio}) needs a "
+                    "known length: set trainer.max_epochs or trainer.max_steps, or use "
+                    "model.schedule=constant with model.warmup_steps")
+            total = trainer.global_step + per_epoch
+        self._total = max(1, int(total))
+        if self._warmup is None:
+            self._warmup = (hp.warmup_steps if hp.warmup_steps is not None
+                            else int(hp.warmup_ratio * self._total))
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
+        """Set the current step's learning rate under the (re)sized schedule."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * self._lr_factor(scheduler.last_epoch)
+
+    def on_train_start(self) -> None:
+        if self._total is None:  # resumed mid-epoch: no epoch start comes before training
+            self._size_schedule()
+
+    def on_train_epoch_start(self) -> None:
+        self._size_schedule()
 
     def _lr_factor(self, step: int) -> float:
-        hp, total = self.hparams, self._total_steps()
-        if total is None:
+        hp, total = self.hparams, self._total
+        if total is None:  # configure_optimizers runs before any data exists
             return lr_lambda(step, warmup=hp.warmup_steps or 0, total=step + 1,
                              schedule="constant")
-        warmup = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup_ratio * total)
-        return lr_lambda(step, warmup=warmup, total=total, schedule=hp.schedule,
+        return lr_lambda(step, warmup=self._warmup, total=total, schedule=hp.schedule,
                          min_ratio=hp.min_lr_ratio)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -276,9 +314,12 @@ class UCoderModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if k in keep}
         checkpoint["ucoder_tokens_seen"] = self.tokens_seen
+        checkpoint["ucoder_schedule"] = {"total": self._total, "warmup": self._warmup}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tokens_seen = checkpoint.get("ucoder_tokens_seen", 0)
+        schedule = checkpoint.get("ucoder_schedule") or {}
+        self._total, self._warmup = schedule.get("total"), schedule.get("warmup")
 
     def save_adapter(self, directory: str | os.PathLike) -> Path:
         """Write the PEFT adapter (and the tokenizer) to ``directory``, atomically."""
