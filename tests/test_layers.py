@@ -160,3 +160,44 @@ def test_entry_points_may_use_callbacks_and_packages_their_own_private_names():
     assert rule_broken("ucoder.generation_vllm", "ucoder.generation", "_check_args", subs) \
         is None
     assert rule_broken("ucoder.evaluation.runner", "ucoder.ipc", "stages", subs) is None
+
+
+# -- one import root: the wheel installs `ucoder` and nothing else ----------------------
+def test_the_wheel_installs_one_top_level_name(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    for part in ("ucoder", "probes", "callbacks"):
+        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", str(src), "-w", str(tmp_path / "dist")], check=True, timeout=120,
+                   capture_output=True)
+    [wheel] = (tmp_path / "dist").glob("ucoder-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        [top] = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+        assert zf.read(top).decode().split() == ["ucoder"]
+    assert {n.split("/")[0] for n in names if not n.startswith("ucoder-")} == {"ucoder"}
+    # Every package folder ships (a new one must be added to pyproject's packages list).
+    for mod, path in modules(ROOT):
+        if path.name == "__init__.py":
+            assert f"{mod.replace('.', '/')}/__init__.py" in names, mod
+
+
+def test_bare_probes_and_callbacks_are_not_ours(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import importlib.util as u\n"
+            "for name in ('probes', 'callbacks'):\n"
+            "    spec = u.find_spec(name)\n"
+            "    print(name, spec.origin if spec else None)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    for line in out.splitlines():
+        origin = line.split(" ", 1)[1]
+        assert origin == "None" or not origin.startswith(str(ROOT)), line
