@@ -10,10 +10,9 @@ that only writes the indented body continues the stub instead, which is also rig
 
 from __future__ import annotations
 
-import ast
-
 from ucoder.evaluation.benchmarks import BenchmarkProblem
-from ucoder.ipc.code import parses
+from ucoder.ipc.code import ParseError, parses
+from ucoder.ipc.normalize import normalize_solution, strip_top_level
 from ucoder.ipc.prompts import SOLUTION_INSTRUCTION, SOLUTION_PREFIX, SOLUTION_STOP
 from ucoder.sandbox import Job
 
@@ -50,12 +49,16 @@ def generation_inputs(problems: list[BenchmarkProblem], chat: bool
     return [model_prompt(p) + "\n" + PREFIX for p in problems], "", STOP
 
 
-def extract_code(completion: str) -> str:
+def extract_code(completion: str, entry_point: str | None = None) -> str:
     """The code of a completion that started inside a fence (``PREFIX``).
 
     The text up to the first fence is the code, unless it is empty or prose (does not
     parse) and a fenced block follows: then that block is taken. Without any fence the
-    text is taken as it is; code that does not parse is left to fail in the sandbox.
+    text is taken as it is. With ``entry_point`` the code is normalised as in a round
+    (:func:`ucoder.ipc.normalize.normalize_solution`); otherwise, or when that fails,
+    only top-level calls, asserts and the ``__main__`` block are dropped
+    (:func:`ucoder.ipc.normalize.strip_top_level`). Code that does not parse is left to
+    fail in the sandbox.
     """
     head, sep, rest = completion.partition("```")
     text = head
@@ -64,32 +67,18 @@ def extract_code(completion: str) -> str:
         block = block.partition("```")[0]
         if block.strip():
             text = block
-    return sanitize(text.rstrip() + "\n")
+    return sanitize(text.rstrip() + "\n", entry_point)
 
 
-def sanitize(code: str) -> str:
-    """Drop top-level statements that only run or check things (calls, asserts, the
-    ``__main__`` block): they belong to no solution and can only make it fail.
-
-    Code that does not parse is returned unchanged (the sandbox reports its error).
-    """
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
-        return code
-    drop: list[tuple[int, int]] = []
-    for node in tree.body:
-        docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-        main = (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-                and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
-        if (isinstance(node, ast.Expr) and not docstring) or isinstance(node, ast.Assert) or main:
-            drop.append((node.lineno, node.end_lineno or node.lineno))
-    if not drop:
-        return code
-    lines = code.splitlines(keepends=True)
-    keep = [line for i, line in enumerate(lines, start=1)
-            if not any(a <= i <= b for a, b in drop)]
-    return "".join(keep)
+def sanitize(code: str, entry_point: str | None = None) -> str:
+    """Code cleaned the way a round cleans candidates, as far as it can be (see
+    :func:`extract_code`); unparsable code is returned unchanged."""
+    if entry_point is not None:
+        try:
+            return normalize_solution(code, entry_point)
+        except ParseError:
+            pass  # e.g. a completion that continues the stub's body
+    return strip_top_level(code)
 
 
 def program(problem: BenchmarkProblem, code: str) -> str:

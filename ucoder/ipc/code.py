@@ -71,22 +71,11 @@ def calls_function(node: ast.AST, name: str) -> bool:
 
 
 def example_to_assert(line: str, entry_point: str) -> str | None:
-    """``f(3) == 9`` / ``f(3) -> 9`` / ``f(3) returns 9`` as ``assert f(3) == 9``, or None."""
-    text = line.strip().strip("*- ").removeprefix("Example:").replace("`", "").strip()
-    text = text.removeprefix(">>>").strip()
-    text = re.sub(r"\s*(?:->|=>|returns|should return|→)\s*", " == ", text, count=1)
-    if not text.startswith("assert "):
-        text = "assert " + text
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError):
-        return None
-    node = tree.body[0] if len(tree.body) == 1 else None
-    if not isinstance(node, ast.Assert) or not calls_function(node, entry_point):
-        return None
-    if not isinstance(node.test, ast.Compare):
-        return None
-    return ast.unparse(node)
+    """``f(3) == 9`` / ``f(3) -> 9`` / ``f(3) returns 9`` as ``assert f(3) == 9``, or None
+    (the one example parser: :func:`ucoder.ipc.docstrings.example_to_assert`)."""
+    from ucoder.ipc.docstrings import example_to_assert as parse  # it imports ParseError
+
+    return parse(line, entry_point)
 
 
 def split_statements(text: str) -> list[str]:
@@ -183,41 +172,14 @@ def inputs_of(test: str, entry_point: str) -> list[str]:
 
 
 def extract_solution(text: str, entry_point: str) -> str:
-    """The code of a candidate that started inside a ```python fence.
+    """The clean code of a candidate that started inside a ```python fence.
 
-    Keeps imports, helpers and the function; drops top-level calls, asserts and the
-    ``__main__`` block (they are not part of a solution). Raises ParseError when the code
-    does not parse, lacks ``entry_point`` or the function has no body beyond a stub.
+    The text up to the closing fence, normalised by
+    :func:`ucoder.ipc.normalize.normalize_solution`: the last definition of
+    ``entry_point`` and the imports, helpers and constants it uses, nothing else. Raises
+    ParseError (the drop reason) when that is not possible.
     """
-    code = text.split("```", 1)[0].rstrip() + "\n"
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError) as err:
-        raise ParseError("does not parse") from err
-    func = next((n for n in tree.body if isinstance(n, ast.FunctionDef)
-                 and n.name == entry_point), None)
-    if func is None:
-        raise ParseError(f"no function {entry_point}")
-    if _is_stub(func):
-        raise ParseError("function body is only a stub")
-    lines = code.splitlines(keepends=True)
-    drop = set()
-    for node in tree.body:
-        is_doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-        is_main = isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
-        if (isinstance(node, ast.Expr) and not is_doc) or isinstance(node, ast.Assert) \
-                or is_main:
-            drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-    return "".join(x for i, x in enumerate(lines, start=1) if i not in drop).strip("\n") + "\n"
+    # Imported here: normalize builds on this module (ParseError).
+    from ucoder.ipc.normalize import normalize_solution
 
-
-def _is_stub(func: ast.FunctionDef) -> bool:
-    for node in func.body:
-        if isinstance(node, ast.Pass):
-            continue
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue  # docstring or ...
-        if isinstance(node, ast.Raise) and "NotImplementedError" in ast.unparse(node):
-            continue
-        return False
-    return True
+    return normalize_solution(text.split("```", 1)[0].rstrip() + "\n", entry_point)

@@ -7,7 +7,10 @@ and parses); the model is shown it and writes the docstring, which is taken from
 answer (the sampler's prefix is shared by a whole batch, so it cannot hold each problem's
 ``def`` line). A docstring that does not qualify (too short, contains code) is replaced
 by the problem's description, and the problem records ``skeleton_source = "derived"``
-and why. Every skeleton is checked with ``ast`` before it is kept.
+and why. A docstring cut off by the token limit or with an empty ``Args:``/``Returns:``
+section is mended first (cut back to its last full sentence, the empty section dropped);
+a problem whose description cannot be mended either is dropped ("docstring broken beyond
+repair: ..."). Every skeleton is checked with ``ast`` before it is kept.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ast
 
 from ucoder.ipc.code import ParseError
+from ucoder.ipc.docstrings import repair_docstring
 from ucoder.ipc.prompts import (
     SKELETON_PREFIX,
     SKELETON_STOP,
@@ -64,17 +68,19 @@ def make_skeletons(sampler, problems: list[Problem], *, use_model: bool = True, 
 
 
 def _first_valid(p: Problem, text: str | None) -> tuple[str | None, str, str]:
-    """(skeleton, source, note): the model's docstring if it qualifies, else derived."""
+    """(skeleton, source, note): the model's docstring if it qualifies (mended when it
+    can be: :func:`ucoder.ipc.docstrings.repair_docstring`), else derived."""
     why = "model not asked"
     if text is not None:
         try:
-            skeleton = build_skeleton(p, parse_docstring(text))
+            doc = repair_docstring(parse_docstring(text), p.entry_point)
+            skeleton = build_skeleton(p, doc)
             check_skeleton(skeleton, p.entry_point)
             return skeleton, "model", ""
-        except ParseError as err:  # no docstring, code in it, a stray quote broke it...
+        except ParseError as err:  # no docstring, code in it, cut off beyond repair...
             why = str(err)
-    skeleton = build_skeleton(p, derived_docstring(p))
     try:
+        skeleton = build_skeleton(p, repair_docstring(derived_docstring(p), p.entry_point))
         check_skeleton(skeleton, p.entry_point)
     except ParseError as err:
         return None, "derived", str(err)
