@@ -119,7 +119,8 @@ class RoundRunner:
         if stage == "executions":
             return self._executions(data)
         return stages.selected(cfg, data["skeletons"], data["candidates"], data["executions"],
-                               self.out / "consensus.jsonl", self.extra_score)
+                               self.out / "consensus.jsonl", self.extra_score,
+                               test_rows=data["tests"], sandbox=self.sandbox)
 
     def _executions(self, data: dict) -> tuple[list[dict], list[Dropped]]:
         from ucoder.sandbox import sandbox_or_new

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from ucoder.ipc.agreement import align_pairs
 from ucoder.ipc.consensus import Candidate, select
 from ucoder.ipc.mutate import mutated_inputs
 from ucoder.ipc.problems import generate_problems, rate_problems
@@ -82,9 +83,13 @@ def executions(sandbox, cfg, skeleton_rows, candidate_rows, test_rows):
 
 
 def selected(cfg, skeleton_rows, candidate_rows, execution_rows, consensus_path: Path,
-             extra_score: Callable[[list[str], list[str]], list[float]] | None):
-    """Select per problem; write ``consensus_path``; return the SFT pairs and the
-    problems where nothing was selected (as drops, with the selection's reason)."""
+             extra_score: Callable[[list[str], list[str]], list[float]] | None, *,
+             test_rows: list[dict] | None = None, sandbox=None):
+    """Select per problem; write ``consensus_path``; make each pair's docstring examples
+    agree with its code (:func:`ucoder.ipc.agreement.align_pairs`, run in ``sandbox`` or
+    a new one; the changed prompts go to ``rewrites.jsonl`` beside ``consensus_path``);
+    return the SFT pairs and the problems dropped (no selection, or a docstring that
+    cannot be made whole), with reasons."""
     probs = {p.id: p for p in _problems(skeleton_rows)}
     code = {(c["problem_id"], c["index"]): c for c in candidate_rows}
     groups: dict[str, list[dict]] = {}
@@ -122,7 +127,19 @@ def selected(cfg, skeleton_rows, candidate_rows, execution_rows, consensus_path:
                                   "extra_score": c.extra_score, "rating": probs[pid].rating,
                                   "reason": sel.reason}})
     write_jsonl(consensus_path, consensus)
-    return chosen, dropped
+    chosen, more, rewrites = _aligned(cfg, probs, chosen, test_rows, sandbox)
+    write_jsonl(consensus_path.parent / "rewrites.jsonl", rewrites)
+    return chosen, dropped + more
+
+
+def _aligned(cfg, probs, chosen, test_rows, sandbox):
+    if not chosen:
+        return [], [], []
+    from ucoder.sandbox import sandbox_or_new
+
+    tests_of = {r["problem_id"]: r["tests"] for r in test_rows or []}
+    with sandbox_or_new(sandbox, cfg.timeout) as box:
+        return align_pairs(box, probs, chosen, tests_of, cfg.timeout)
 
 
 def _extra_scores(extra_score, execution_rows, code, prompts) -> dict:
