@@ -55,6 +55,11 @@ class Scripted:
                         for k, t in enumerate(self._answers(prompt, prefix, i, n))])
         return out
 
+    def score(self, prompts, continuations, *, prefix=""):
+        self.calls["rated"] += 1
+        return [[-1.0 if c.strip() == "8/10" else -5.0 for c in group]
+                for group in continuations]
+
     def _answers(self, prompt, prefix, i, n):
         if prefix == PROBLEM_PREFIX:
             self.calls["problems"] += 1
@@ -81,7 +86,9 @@ def box():
         yield sb
 
 
-CONFIG = RoundConfig(problems=3, samples=8, tests=4, problem_attempts=2.0)
+# rating_drop_share=0: the problems stage makes exactly `problems` (no surplus for the
+# rating to drop), so the drop counts below are those of the scripted answers.
+CONFIG = RoundConfig(problems=3, samples=8, tests=4, problem_attempts=2.0, rating_drop_share=0.0)
 
 
 def test_a_round_selects_the_consensus_and_records_every_drop(tmp_path, box):
@@ -149,7 +156,7 @@ def test_extra_score_reaches_the_candidates(tmp_path, box):
         seen.append(len(completions))
         return [1.0 if "x + x" in c else 0.0 for c in completions]
 
-    cfg = RoundConfig(problems=3, samples=8, tests=4, problem_attempts=2.0,
+    cfg = RoundConfig(problems=3, samples=8, tests=4, problem_attempts=2.0, rating_drop_share=0.0,
                       selection=SelectionConfig(signature="output", extra_weight=10.0))
     RoundRunner(Scripted(), tmp_path, cfg, sandbox=box, extra_score=probe).run()
     selected = {r["problem_id"]: r for r in read_jsonl(tmp_path / "selected.jsonl")}
@@ -162,7 +169,8 @@ def test_malformed_output_everywhere_never_crashes(tmp_path, box):
     tok = tiny_tokenizer()
     sampler = Sampler(tiny_llama(tok), tok, show_progress=False)
     cfg = RoundConfig(problems=2, samples=2, tests=2, problem_tokens=24, rating_tokens=8,
-                      skeleton_tokens=8, test_tokens=16, solution_tokens=16)
+                      skeleton_tokens=8, test_tokens=16, solution_tokens=16,
+                      rating_drop_share=0.0)
     stats = RoundRunner(sampler, tmp_path, cfg, sandbox=box).run()
     assert stats["selected"] == 0 and stats["counts"]["problems"] == 0
     dropped = read_jsonl(tmp_path / "problems.dropped.jsonl")

@@ -51,6 +51,10 @@ class ScriptedSampler:
     def format_prompt(self, prompt: str, prefix: str = "") -> str:
         return prompt + prefix
 
+    def score(self, prompts, continuations, *, prefix=""):
+        return [[-1.0 if c.strip() == "9/10" else -6.0 for c in group]
+                for group in continuations]
+
     def sample(self, prompts, n=1, *, prefix="", **kwargs):
         from ucoder.ipc import prompts as P
 

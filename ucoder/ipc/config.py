@@ -16,6 +16,7 @@ from pathlib import Path
 from ucoder.ipc.consensus import SelectionConfig
 
 TEST_FORMS = ("asserts", "inputs", "both")
+RATING_MODES = ("filter", "report")
 
 
 @dataclass
@@ -23,11 +24,17 @@ class RoundConfig:
     """Everything a round does, stage by stage.
 
     Attributes:
-        problems: problems kept after parsing and dedup (at most).
+        problems: problems kept after the rating (at most); the problems stage keeps
+            enough more for the rating to drop its share.
         tests: tests per problem (problem examples first, then the model's).
         samples: candidates per problem.
         problem_attempts: problem prompts per wanted problem (a small model wastes some).
-        min_rating: self-rated quality (1-10) a problem needs.
+        min_rating: expected self-rated quality (1-10) below which a problem drops
+            whatever its rank (:mod:`ucoder.ipc.rating`).
+        rating_mode: ``filter`` (drop by the rating) or ``report`` (drop nothing, record
+            each problem's would-drop verdict in ``ratings.jsonl``).
+        rating_drop_share: share of a round's problems, the lowest-rated, that the rating
+            drops (ties with the cut are kept).
         min_tests: tests a problem needs to go on to sampling.
         skeleton_by_model: the model writes the docstring (else derived from the problem).
         test_form: ``asserts`` (as written), ``inputs`` (their calls only) or ``both``.
@@ -35,7 +42,8 @@ class RoundConfig:
             of the model's calls (:mod:`ucoder.ipc.mutate`); not for ``asserts``.
         problem_temperature, test_temperature, solution_temperature, top_p: sampling.
         problem_tokens, rating_tokens, skeleton_tokens, test_tokens, solution_tokens:
-            max_new_tokens per stage.
+            max_new_tokens per stage (``rating_tokens`` is unused since the rating reads
+            token probabilities; kept so existing configs load).
         timeout: sandbox wall-clock seconds per candidate (all its tests).
         selection: how one candidate per problem is chosen.
     """
@@ -45,6 +53,8 @@ class RoundConfig:
     samples: int = 8
     problem_attempts: float = 1.5
     min_rating: float = 3.0
+    rating_mode: str = "filter"
+    rating_drop_share: float = 0.25
     min_tests: int = 2
     skeleton_by_model: bool = True
     test_form: str = "inputs"
@@ -81,6 +91,13 @@ class RoundConfig:
                     or not low <= value <= high:
                 raise ValueError(f"{name}={value!r} is not allowed; use a number in "
                                  f"[{low:g}, {high:g}]")
+        if self.rating_mode not in RATING_MODES:
+            raise ValueError(f"rating_mode={self.rating_mode!r} is not allowed; choose one "
+                             f"of {', '.join(RATING_MODES)}")
+        if isinstance(self.rating_drop_share, bool) or not isinstance(
+                self.rating_drop_share, (int, float)) or not 0 <= self.rating_drop_share < 1:
+            raise ValueError(f"rating_drop_share={self.rating_drop_share!r} is not allowed; "
+                             "use a number in [0, 1)")
         if self.test_form not in TEST_FORMS:
             raise ValueError(f"test_form={self.test_form!r} is not allowed; choose one of "
                              f"{', '.join(TEST_FORMS)}")

@@ -1,10 +1,11 @@
 """Exact and near-duplicate detection for generated problems.
 
 Two problems are *exact* duplicates when their normalised description and signature
-are equal, and *near* duplicates when they define the same function name with the same
-parameters, or when their descriptions share most word trigrams (Jaccard >= threshold).
-A small model repeats itself and copies the prompt's example; the caller can seed the
-detector with that example so copies are dropped too.
+are equal, and *near* duplicates when they define a function of the same name, or when
+their descriptions share most word trigrams (Jaccard >= threshold). A small model
+repeats itself and copies the prompt's example; the caller can seed the detector with
+that example so copies are dropped too, and with earlier rounds' problems
+(:meth:`Deduplicator.avoid`) so a problem already trained on is not made again.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ def jaccard(a: set, b: set) -> float:
 
 
 def _interface(signature: str) -> str:
-    """``name(arg, arg)``: the function name and parameter names, types ignored."""
+    """The function's name: the same name with other parameters is still the same task
+    for a small model (three ``count_digits`` in one round)."""
     try:
         node = ast.parse(signature + ":\n    pass\n").body[0]
     except (SyntaxError, ValueError, IndexError):
         return normalize(signature)
     if not isinstance(node, ast.FunctionDef):
         return normalize(signature)
-    return f"{node.name}({','.join(a.arg for a in node.args.args)})"
+    return node.name
 
 
 class Deduplicator:
@@ -59,6 +61,7 @@ class Deduplicator:
         self._exact: dict[str, str] = {}
         self._interfaces: dict[str, str] = {}
         self._shingles: list[tuple[str, set]] = []
+        self._earlier: list[tuple[str, set]] = []
 
     def check(self, key: str, description: str, signature: str) -> str | None:
         """None if new (and remember it), else the drop reason naming the earlier item."""
@@ -73,6 +76,12 @@ class Deduplicator:
             score = jaccard(grams, other_grams)
             if score >= self.threshold:
                 return f"near duplicate of {other} (description overlap {score:.2f})"
+        for other, other_grams in self._earlier:
+            # An earlier text may be a whole prompt: measure how much of the new
+            # description it contains, not the overlap of the two.
+            score = len(grams & other_grams) / len(grams) if grams else 0.0
+            if score >= self.threshold:
+                return f"near duplicate of {other} (description overlap {score:.2f})"
         self._exact[exact] = key
         self._interfaces[interface] = key
         self._shingles.append((key, grams))
@@ -82,3 +91,17 @@ class Deduplicator:
         """Remember ``(key, description, signature)`` items without checking them."""
         for key, description, signature in items:
             self.check(key, description, signature)
+
+    def avoid(self, texts: Iterable[str]) -> None:
+        """Remember earlier problems so that new ones repeating them are dropped.
+
+        Args:
+            texts: earlier problems as text: descriptions, skeletons or whole prompts.
+                Every ``def name(`` in a text bans that function name; a new
+                description whose trigrams are mostly inside a text is a near duplicate.
+        """
+        for k, text in enumerate(texts):
+            key = f"earlier problem {k}"
+            for name in re.findall(r"\bdef\s+([A-Za-z_]\w*)\s*\(", text):
+                self._interfaces.setdefault(name, key)
+            self._earlier.append((key, shingles(text)))

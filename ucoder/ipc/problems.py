@@ -1,14 +1,16 @@
-"""Stage 1 (problem generator) and stage 2 (quality oracle).
+"""Stage 1 (problem generator); stage 2 (the rating) is :mod:`ucoder.ipc.rating`.
 
 Problems are asked for across the paper's five categories and three difficulty levels,
 each prompt with its own topic so a small model does not write the same problem twice;
 answers are parsed (:func:`ucoder.ipc.prompts.parse_problem`), deduplicated
-(:mod:`ucoder.ipc.dedup`, seeded with the prompt's own example) and rated by the model.
+(:mod:`ucoder.ipc.dedup`, seeded with the prompt's own example and earlier rounds'
+problems).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from ucoder.ipc.code import ParseError
 from ucoder.ipc.dedup import Deduplicator
@@ -17,13 +19,9 @@ from ucoder.ipc.prompts import (
     DIFFICULTIES,
     PROBLEM_PREFIX,
     PROBLEM_STOP,
-    RATING_PREFIX,
-    RATING_STOP,
     TOPICS,
     parse_problem,
-    parse_rating,
     problem_prompt,
-    rating_prompt,
 )
 from ucoder.records import Dropped, Problem
 
@@ -42,8 +40,11 @@ def problem_plan(count: int, seed: int = 0) -> list[tuple[str, str, str]]:
 
 def generate_problems(sampler, count: int, *, attempts: int | None = None, seed: int = 0,
                       temperature: float = 0.8, top_p: float = 0.95,
-                      max_new_tokens: int = 160) -> tuple[list[Problem], list[Dropped]]:
+                      max_new_tokens: int = 160, avoid: Sequence[str] = ()
+                      ) -> tuple[list[Problem], list[Dropped]]:
     """Ask for ``attempts`` problems (default 2 x ``count``); keep up to ``count``.
+
+    ``avoid``: earlier problems' texts (:meth:`Deduplicator.avoid`); repeats of them drop.
 
     Returns:
         ``(problems, dropped)``: unique problems with ids ``p0000``...; every answer not
@@ -57,6 +58,7 @@ def generate_problems(sampler, count: int, *, attempts: int | None = None, seed:
                              prefix=PROBLEM_PREFIX)
     dedup = Deduplicator()
     dedup.seed([("the prompt's example", *EXAMPLE_PROBLEM)])
+    dedup.avoid(avoid)
     kept: list[Problem] = []
     dropped: list[Dropped] = []
     for k, ((category, difficulty, _), group) in enumerate(zip(plan, samples)):
@@ -76,29 +78,4 @@ def generate_problems(sampler, count: int, *, attempts: int | None = None, seed:
             dropped.append(Dropped("problems", item, why, text))
             continue
         kept.append(Problem(id=pid, category=category, difficulty=difficulty, **fields))
-    return kept, dropped
-
-
-def rate_problems(sampler, problems: list[Problem], *, min_rating: float = 3.0, seed: int = 0,
-                  max_new_tokens: int = 32) -> tuple[list[Problem], list[Dropped]]:
-    """Greedy self-rating; problems scoring under ``min_rating`` (or unparsable) drop."""
-    if not problems:
-        return [], []
-    samples = sampler.sample([rating_prompt(p) for p in problems], 1, temperature=0.0,
-                             seed=seed, max_new_tokens=max_new_tokens, stop=list(RATING_STOP),
-                             prefix=RATING_PREFIX)
-    kept, dropped = [], []
-    for p, group in zip(problems, samples):
-        text = RATING_PREFIX + group[0].text
-        try:
-            score, reason = parse_rating(text)
-        except ParseError as err:
-            dropped.append(Dropped("rated", p.id, f"rating: {err}", text))
-            continue
-        p.rating, p.rating_reason = score, reason
-        if score < min_rating:
-            dropped.append(Dropped("rated", p.id, f"rating {score:g} < min_rating "
-                                   f"{min_rating:g}", text))
-            continue
-        kept.append(p)
     return kept, dropped

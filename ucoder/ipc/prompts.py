@@ -101,12 +101,20 @@ def format_problem(p) -> str:
 
 
 # -- stage 2: quality rating ------------------------------------------------------------
+# Three anchors instead of one worked example: a single "Score: 6" with a reason was
+# copied verbatim by the embedded model for every problem. The rating is read from the
+# token probabilities after ``Score:`` (ucoder.ipc.rating), so no reason is asked for.
 RATING_PROMPT = ("Is this programming problem clear, complete, and solvable by a function "
-                 "with the given signature?\n\n{problem}\n\nGive it a score from 1 (unusable) "
-                 "to 10 (excellent) and a one-line reason, in this format:\nScore: 6\n"
-                 "Reason: the task is clear but the example is wrong.")
+                 "with the given signature?\n\n{problem}\n\nRate it from 1 to 10:\n"
+                 "10/10: clear and complete; the example is right.\n"
+                 "5/10: solvable, but vague or the example is doubtful.\n"
+                 "1/10: unusable: no real task, or it does not fit the signature.\n"
+                 "Answer in the form Score: N/10")
 RATING_PREFIX = "Score:"
-RATING_STOP = ("\n\n",)
+# What follows the prefix for each score; "/10" ends the number, so "1" and "10" are
+# different texts whatever the tokenizer does with digits.
+RATING_SCORES = tuple(range(1, 11))
+RATING_CONTINUATIONS = tuple(f" {k}/10" for k in RATING_SCORES)
 
 
 def rating_prompt(problem) -> str:
@@ -114,7 +122,11 @@ def rating_prompt(problem) -> str:
 
 
 def parse_rating(text: str) -> tuple[float, str]:
-    """``(score in [1, 10], reason)`` from ``Score: 7\\nReason: ...``. Raises ParseError."""
+    """``(score in [1, 10], reason)`` from a written ``Score: 7\\nReason: ...``.
+
+    The rating stage reads token probabilities instead; this reads a rating as text
+    (e.g. one written by a backend without ``score``). Raises ParseError.
+    """
     body = text.split(RATING_PREFIX, 1)[-1]
     match = re.match(r"\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(10|5|100))?", body)
     if match is None:

@@ -4,7 +4,8 @@ executions -> selection, each stage one JSONL file in ``out_dir``.
 Files (all written atomically with :func:`ucoder.jsonl.write_jsonl`):
 
 * ``problems.jsonl``, ``rated.jsonl``, ``skeletons.jsonl`` — the problems that survived
-  each stage (:class:`ucoder.records.Problem` rows);
+  each stage (:class:`ucoder.records.Problem` rows); ``ratings.jsonl`` — every rated
+  problem's score distribution and would-drop verdict;
 * ``tests.jsonl`` — ``{"problem_id", "generated", "tests"}`` (``tests`` is what runs);
 * ``candidates.jsonl`` — candidates whose code parses; ``executions.jsonl`` — their
   per-test verdicts and behaviour hashes;
@@ -48,17 +49,20 @@ class RoundRunner:
             (e.g. a probe's probability): the exact text each was sampled after and the
             text sampled; fills ``Candidate.extra_score``.
         seed: seeds every sampling stage (each stage its own offset).
+        avoid_problems: earlier rounds' problems as text (descriptions, skeletons or
+            prompts); new problems that repeat one are dropped as near duplicates.
     """
 
     def __init__(self, sampler, out_dir, config: RoundConfig | None = None, *, sandbox=None,
                  extra_score: Callable[[list[str], list[str]], list[float]] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, avoid_problems: list[str] | None = None):
         self.sampler = sampler
         self.out = Path(out_dir)
         self.config = config if config is not None else RoundConfig()
         self.sandbox = sandbox
         self.extra_score = extra_score
         self.seed = seed
+        self.avoid_problems = list(avoid_problems or [])
         self.ran: list[str] = []  # stages this call ran (the others were read from files)
 
     def path(self, stage: str) -> Path:
@@ -107,9 +111,9 @@ class RoundRunner:
     def _run_stage(self, stage: str, data: dict) -> tuple[list[dict], list[Dropped]]:
         cfg, seed, sampler = self.config, self.seed, self.sampler
         if stage == "problems":
-            return stages.problems(sampler, cfg, seed)
+            return stages.problems(sampler, cfg, seed, self.avoid_problems)
         if stage == "rated":
-            return stages.rated(sampler, cfg, data["problems"], seed + 1)
+            return stages.rated(sampler, cfg, data["problems"], self.out / "ratings.jsonl")
         if stage == "skeletons":
             return stages.skeletons(sampler, cfg, data["rated"], seed + 2)
         if stage == "tests":

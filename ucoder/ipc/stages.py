@@ -10,8 +10,9 @@ from pathlib import Path
 from ucoder.ipc.agreement import align_pairs
 from ucoder.ipc.consensus import Candidate, select
 from ucoder.ipc.mutate import mutated_inputs
-from ucoder.ipc.problems import generate_problems, rate_problems
+from ucoder.ipc.problems import generate_problems
 from ucoder.ipc.prompts import solution_prompt
+from ucoder.ipc.rating import problem_pool, rate_problems
 from ucoder.ipc.skeleton import make_skeletons
 from ucoder.ipc.solutions import execute_candidates, sample_candidates
 from ucoder.ipc.tests import generate_tests, inputs_only
@@ -23,17 +24,25 @@ def _problems(rows: list[dict]) -> list[Problem]:
     return [Problem.from_row(r) for r in rows]
 
 
-def problems(sampler, cfg, seed: int):
-    attempts = math.ceil(cfg.problems * cfg.problem_attempts)
-    kept, dropped = generate_problems(sampler, cfg.problems, attempts=attempts, seed=seed,
+def problems(sampler, cfg, seed: int, avoid=()):
+    """Enough problems for the rating to drop its share and leave ``cfg.problems``;
+    repeats of ``avoid`` (earlier rounds' problem texts) drop."""
+    pool = problem_pool(cfg.problems, cfg.rating_drop_share)
+    attempts = math.ceil(pool * cfg.problem_attempts)
+    kept, dropped = generate_problems(sampler, pool, attempts=attempts, seed=seed,
                                       temperature=cfg.problem_temperature, top_p=cfg.top_p,
-                                      max_new_tokens=cfg.problem_tokens)
+                                      max_new_tokens=cfg.problem_tokens,
+                                      avoid=avoid)
     return [p.to_row() for p in kept], dropped
 
 
-def rated(sampler, cfg, rows, seed: int):
-    kept, dropped = rate_problems(sampler, _problems(rows), min_rating=cfg.min_rating,
-                                  seed=seed, max_new_tokens=cfg.rating_tokens)
+def rated(sampler, cfg, rows, ratings_path: Path):
+    """Rate (:mod:`ucoder.ipc.rating`); every problem's rating and would-drop verdict
+    go to ``ratings_path``, whatever ``cfg.rating_mode``."""
+    kept, dropped, ratings = rate_problems(sampler, _problems(rows), mode=cfg.rating_mode,
+                                           drop_share=cfg.rating_drop_share,
+                                           min_rating=cfg.min_rating)
+    write_jsonl(ratings_path, ratings)
     return [p.to_row() for p in kept], dropped
 
 

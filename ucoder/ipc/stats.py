@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -17,13 +18,99 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", kind)
 
 
+# The stages whose time is the model's (sampling and scoring); executions and selection
+# are the sandbox's and the CPU's.
+GENERATION_STAGES = ("problems", "rated", "skeletons", "tests", "candidates")
+
+
+def pair_problem(pair: dict) -> str | None:
+    """Why a training pair is not clean, or None.
+
+    ``ucoder.ipc.pairs.check_pair`` when it exists; otherwise the part of that check
+    that needs only ``ast``: the completion parses, defines the prompt's function
+    exactly once and holds nothing at top level but imports, functions, classes and
+    constants.
+    """
+    try:
+        from ucoder.ipc.pairs import check_pair
+    except ImportError:
+        return _basic_pair_problem(pair)
+    return check_pair(pair)
+
+
+def _basic_pair_problem(pair: dict) -> str | None:
+    names = re.findall(r"\bdef\s+([A-Za-z_]\w*)\s*\(", pair.get("prompt", ""))
+    try:
+        tree = ast.parse(pair.get("completion", ""))
+    except (SyntaxError, ValueError):
+        return "completion does not parse"
+    if not names:
+        return "no function in the prompt"
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == names[-1]]
+    if len(defs) != 1:
+        return f"defines {names[-1]} {len(defs)} times"
+    allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign,
+               ast.AnnAssign)
+    if any(not isinstance(n, allowed) for n in tree.body):
+        return "statements at top level"
+    return None
+
+
+def clean_pairs(rows: list[dict]) -> int:
+    """How many training pairs are clean (:func:`pair_problem`)."""
+    return sum(pair_problem(r) is None for r in rows)
+
+
+def pairs_per_generation_minute(clean: int, timings: dict) -> float | None:
+    """Clean selected pairs per minute of the generation stages (None before they ran)."""
+    seconds = sum(timings.get(s) or 0 for s in GENERATION_STAGES)
+    return round(clean / (seconds / 60), 3) if seconds else None
+
+
+def rating_stats(ratings: list[dict], selected: list[dict], consensus: list[dict]) -> dict:
+    """The rating's score distribution, and how the problems it would drop fared.
+
+    Per group (``would_drop`` / ``kept``): problems, the share selected, and the mean
+    largest-cluster share (largest cluster / candidates; 0 for a problem that never
+    reached the candidates or had no cluster).
+    """
+    if not ratings:
+        return {}
+    scores = [r["rating"] for r in ratings]
+    chosen = {r["problem_id"] for r in selected}
+    candidates, largest = Counter(), Counter()
+    for r in consensus:
+        candidates[r["problem_id"]] += 1
+        largest[r["problem_id"]] = max(largest[r["problem_id"]], r["cluster_size"])
+    groups = {}
+    for name, flag in (("would_drop", True), ("kept", False)):
+        ids = [r["problem_id"] for r in ratings if r["would_drop"] == flag]
+        shares = [largest[i] / candidates[i] if candidates[i] else 0.0 for i in ids]
+        groups[name] = {"problems": len(ids),
+                        "selected_rate": _mean([i in chosen for i in ids]),
+                        "largest_cluster_share": _mean(shares)}
+    histogram = Counter(min(int(s), 9) for s in scores)  # bins [k, k+1); 10 joins [9, 10]
+    return {"problems": len(scores), "mean": _mean(scores), "min": min(scores),
+            "max": max(scores),
+            "histogram": {f"{k}-{k + 1}": histogram[k] for k in sorted(histogram)},
+            "would_drop": groups["would_drop"]["problems"],
+            "would_drop_share": round(groups["would_drop"]["problems"] / len(scores), 4),
+            "groups": groups}
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values]
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def _rows(path: Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
 def round_stats(out: Path, stages: Sequence[str], timings: dict,
                 data: dict[str, list[dict]]) -> dict:
-    """Counts per stage, drop reasons per stage, cluster sizes, seconds per stage.
+    """Counts per stage, drop reasons per stage, cluster sizes, seconds per stage, the
+    rating's distribution (:func:`rating_stats`) and clean pairs per generation minute.
 
     ``data``: every stage's kept rows (read or made by the runner); the drop records and
     ``consensus.jsonl`` are read from ``out``.
@@ -44,8 +131,12 @@ def round_stats(out: Path, stages: Sequence[str], timings: dict,
     skeletons = Counter(str(p.get("skeleton_source", "")).split(":")[0]
                         for p in data["skeletons"])
     success = [r["execution_success"] for r in consensus]
+    clean = clean_pairs(data["selected"])
     return {
         "selected": counts.get("selected", 0),
+        "clean_selected": clean,
+        "pairs_per_generation_minute": pairs_per_generation_minute(clean, timings),
+        "rating": rating_stats(_rows(out / "ratings.jsonl"), data["selected"], consensus),
         "counts": counts | {"test_snippets": sum(len(t["tests"]) for t in tests),
                             "consensus_rows": len(consensus),
                             "in_consensus": sum(r["in_consensus"] for r in consensus)},
