@@ -25,12 +25,14 @@ from ucoder.probes.extract import POSITIONS, extract_features, hidden_size, num_
 from ucoder.probes.fit import binary_metrics, evaluate_probe, fit_probe
 from ucoder.probes.io import (
     ProbeCompatibilityError,
+    ProbeWeightsWarning,
     StoredFeatures,
     load_features,
     load_probe,
     model_fingerprint,
     save_features,
     save_probe,
+    weights_fingerprint,
 )
 from ucoder.probes.modules import PROBE_KINDS, LinearProbe, MLPProbe, ProbeModule, build_probe
 from ucoder.probes.scorer import ProbeScorer
@@ -45,6 +47,7 @@ __all__ = [
     "ProbeDataModule",
     "ProbeModule",
     "ProbeScorer",
+    "ProbeWeightsWarning",
     "StoredFeatures",
     "SweepResult",
     "binary_metrics",
@@ -62,4 +65,5 @@ __all__ = [
     "num_hidden_layers",
     "save_features",
     "save_probe",
+    "weights_fingerprint",
 ]

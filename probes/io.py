@@ -2,8 +2,12 @@
 
 A probe directory holds ``probe.safetensors`` (weights and feature normalisation) and
 ``probe.json`` (kind, hyper-parameters, hidden size, layer, token position, base model
-name and a fingerprint of the base model's architecture). Loading with a model checks
-that the probe fits it and fails with a message that says what differs.
+name, the base model's architecture with its fingerprint, and a fingerprint of its
+weights, adapter included). Loading with a model checks that the probe fits it: another
+architecture (another family, another size) is refused with a message that says what
+differs; the same architecture with other weights (another checkpoint, the model after
+more LoRA training) is a :class:`ProbeWeightsWarning`, since the probe still runs but
+reads hidden states it was not fitted on.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,17 +41,51 @@ _ARCH_KEYS = (
 )  # fmt: skip
 
 
+SAMPLED_VALUES = 64  # values hashed per parameter tensor, evenly strided over it
+
+
 class ProbeCompatibilityError(ValueError):
     """The probe was trained on a model that differs from the one it is used with."""
 
 
-def model_fingerprint(model) -> str:
-    """A short hash of the architecture fields of ``model.config`` (not of its weights)."""
+class ProbeWeightsWarning(UserWarning):
+    """The probe was fitted on the same architecture with other weights."""
+
+
+def architecture(model) -> dict[str, Any]:
+    """The fields of ``model.config`` that decide what a hidden state means (JSON values)."""
     config = model.config
     config = getattr(config, "text_config", None) or config
     values = {k: getattr(config, k, None) for k in _ARCH_KEYS}
-    blob = json.dumps({k: v for k, v in values.items() if v is not None}, sort_keys=True)
+    return json.loads(json.dumps({k: v for k, v in values.items() if v is not None}))
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of :func:`architecture` (not of the weights: :func:`weights_fingerprint`)."""
+    blob = json.dumps(architecture(model), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def weights_fingerprint(model) -> str:
+    """A short hash of the weights as stored, base and adapter (LoRA) alike.
+
+    Covers every parameter's name, shape and dtype and :data:`SAMPLED_VALUES` evenly
+    strided values of it, as stored: a 4-bit weight is hashed as its packed bytes, so a
+    4-bit and a 16-bit copy of one checkpoint differ, and so do a PEFT model and its
+    merged copy. Training changes every LoRA entry, so a sample sees it; indices are
+    integers, so the print is the same on any device.
+    """
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        t = param.detach()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+        if t.is_meta or t.numel() == 0:  # offloaded: only its description is known here
+            continue
+        flat, k = t.reshape(-1), min(SAMPLED_VALUES, t.numel())
+        idx = torch.arange(k, device=t.device) * (t.numel() - 1) // max(k - 1, 1)
+        digest.update(flat[idx].cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def model_name(model) -> str:
@@ -75,7 +114,9 @@ def save_probe(
                 f"model: hidden size {model_hidden_size(model)} does not match the probe's "
                 f"{probe.hidden_size}; pass the model the features were extracted from"
             )
-        meta.update(base_model=model_name(model), fingerprint=model_fingerprint(model))
+        meta.update(base_model=model_name(model), fingerprint=model_fingerprint(model),
+                    architecture=architecture(model),
+                    weights_fingerprint=weights_fingerprint(model))
     if base_model is not None:
         meta["base_model"] = base_model
     config = {
@@ -94,7 +135,8 @@ def save_probe(
 def check_compatible(probe: ProbeModule, model, *, strict: bool = True) -> None:
     """Raise :class:`ProbeCompatibilityError` if ``probe`` cannot read ``model``'s states.
 
-    Checks the hidden size, the layer index and (when ``strict``) the architecture print.
+    Checks the hidden size, the layer index and (when ``strict``) the architecture print;
+    when ``strict``, other weights of the same architecture are a :class:`ProbeWeightsWarning`.
     """
     where = probe.meta.get("path", "the probe")
     size = model_hidden_size(model)
@@ -109,13 +151,35 @@ def check_compatible(probe: ProbeModule, model, *, strict: bool = True) -> None:
         raise ProbeCompatibilityError(
             f"{where} reads layer {layer}, but the model has only {n_layers} layers"
         )
-    stored = probe.meta.get("fingerprint")
-    if strict and stored and stored != model_fingerprint(model):
+    if strict:
+        _check_fingerprints(probe.meta, model, where)
+
+
+def _check_fingerprints(meta: dict, model, where: str) -> None:
+    stored = meta.get("fingerprint")
+    if stored and stored != model_fingerprint(model):
         raise ProbeCompatibilityError(
-            f"{where} was trained on {probe.meta.get('base_model')} (fingerprint {stored}); "
-            f"this model's architecture differs (fingerprint {model_fingerprint(model)}). "
-            "Pass strict=False to use it anyway"
+            f"{where} was trained on {meta.get('base_model')} (fingerprint {stored}), "
+            f"another architecture than this model's ({_differences(meta, model)}); its "
+            "hidden states mean something else. Fit a probe on this model, or pass "
+            "strict=False to use it anyway"
         )
+    weights = meta.get("weights_fingerprint")
+    if weights and weights != weights_fingerprint(model):
+        warnings.warn(
+            f"{where} was fitted on other weights of this architecture "
+            f"({meta.get('base_model')}, weights {weights}; this model's: "
+            f"{weights_fingerprint(model)}): another checkpoint or adapter; refit it for "
+            "these weights if its scores matter", ProbeWeightsWarning, stacklevel=4)
+
+
+def _differences(meta: dict, model) -> str:
+    """``key stored -> this model's`` for each architecture field that differs."""
+    if "architecture" not in meta:  # saved before the fields were recorded
+        return f"fingerprint {model_fingerprint(model)}"
+    theirs, ours = meta["architecture"], architecture(model)
+    return ", ".join(f"{k} {theirs.get(k)!r} -> {ours.get(k)!r}"
+                     for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
 
 
 def load_probe(directory: str | os.PathLike, model=None, *, strict: bool = True) -> ProbeModule:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,13 @@ from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
 from ucoder.probes import (
     ProbeCompatibilityError,
     ProbeScorer,
+    ProbeWeightsWarning,
     extract_features,
     fit_probe,
     load_probe,
     model_fingerprint,
     save_probe,
+    weights_fingerprint,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,3 +143,79 @@ def test_probe_state_is_float32_and_no_metric_state(llama, tmp_path):
     state = load_file(str(tmp_path / "probe.safetensors"))
     assert {"head.feature_mean", "head.feature_std", "pos_weight"} <= set(state)
     assert all(v.dtype == torch.float32 for v in state.values())
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+
+
+def test_weights_fingerprint_sees_lora_weights_and_only_them(tmp_path):
+    from peft import PeftModel
+
+    tok = tiny_tokenizer()
+    model = _lora(tiny_llama(tok))
+    before = weights_fingerprint(model)
+    model(tok("def f(x):", return_tensors="pt").input_ids)  # using it changes nothing
+    assert weights_fingerprint(model) == before
+    model.save_pretrained(tmp_path / "adapter")  # the same weights in a new object
+    reloaded = PeftModel.from_pretrained(tiny_llama(tok), tmp_path / "adapter")
+    assert weights_fingerprint(reloaded) == before
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(not p.any() for p in lora_b)  # LoRA starts as a no-op
+    with torch.no_grad():
+        lora_b[-1].add_(1e-3)  # one step of training, on one adapter matrix
+    changed = weights_fingerprint(model)
+    assert changed != before and model_fingerprint(model) == model_fingerprint(reloaded)
+    with torch.no_grad():
+        lora_b[-1].zero_()
+    assert weights_fingerprint(model) == before
+
+
+def test_weights_fingerprint_hashes_4bit_weights_as_stored():
+    import bitsandbytes as bnb
+
+    def quantized(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32, quant_type="nf4")
+        layer.weight = bnb.nn.Params4bit(torch.randn(64, 64), requires_grad=False,
+                                         quant_type="nf4")
+        return torch.nn.Sequential(layer).to("cpu")  # quantises: packed uint8
+
+    four_bit = quantized(0)
+    assert four_bit[0].weight.dtype == torch.uint8
+    assert weights_fingerprint(four_bit) == weights_fingerprint(quantized(0))
+    assert weights_fingerprint(four_bit) != weights_fingerprint(quantized(1))
+
+
+def test_same_architecture_other_weights_warns(llama, tmp_path):
+    model, tok = llama
+    save_probe(_fitted(model, tok), tmp_path, model=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the probe's own model: no warning at all
+        load_probe(tmp_path, model)
+    other = tiny_llama(tok, seed=1)
+    with pytest.warns(ProbeWeightsWarning, match="other weights of this architecture"):
+        probe = load_probe(tmp_path, other)
+    with pytest.warns(ProbeWeightsWarning):
+        ProbeScorer(other, tok, probe)
+    with pytest.warns(ProbeWeightsWarning):  # the loop's case: the model after training
+        load_probe(tmp_path, _trained(model))
+
+
+def _trained(model):
+    import copy
+
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        trained.model.layers[0].self_attn.q_proj.weight.mul_(1.01)
+    return trained
+
+
+def test_other_family_is_refused_with_what_differs(llama, tmp_path):
+    model, tok = llama
+    save_probe(_fitted(model, tok), tmp_path, model=model)
+    gpt2 = tiny_gpt2(tiny_tokenizer(add_bos=False), hidden_size=32)  # same width
+    with pytest.raises(ProbeCompatibilityError, match="model_type 'llama' -> 'gpt2'"):
+        load_probe(tmp_path, gpt2)
