@@ -70,14 +70,8 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     greedy, sampled = _sample(sampler, problems, names, samples, timed, seed=seed,
                               max_new_tokens=max_new_tokens, temperature=temperature,
                               top_p=top_p)
-    testsets = None
-    if testing:
-        made = timed("tests_s", lambda: _generate_tests(
-            sampler, problems, num_tests, seed, max_new_tokens)) if num_tests else None
-        testsets = [ProblemTests(prompt=list(p.examples) if prompt_tests else [],
-                                 model=list(made[i].tests) if made else [],
-                                 dropped=len(made[i].dropped) if made else 0)
-                    for i, p in enumerate(problems)]
+    testsets = _testsets(sampler, problems, num_tests, seed, max_new_tokens, prompt_tests,
+                         timed) if testing else None
     signature = getattr(selection, "signature", "pass")
     with sandbox_or_new(sandbox, timeout) as box:
         runs = timed("sandbox_s", lambda: _execute(box, problems, greedy, sampled, testsets,
@@ -120,6 +114,17 @@ def _sample(sampler, problems, names, samples, timed, *, seed, max_new_tokens, t
     sampled = timed("sampling_s", lambda: sampler.sample(
         prompts, samples, temperature=temperature, top_p=top_p, **gen)) if samples else None
     return greedy, sampled
+
+
+def _testsets(sampler, problems, num_tests, seed, max_new_tokens, prompt_tests, timed
+              ) -> list[ProblemTests]:
+    """Per problem: the prompt's examples (``prompt_tests``) and the model's own tests."""
+    made = timed("tests_s", lambda: _generate_tests(
+        sampler, problems, num_tests, seed, max_new_tokens)) if num_tests else None
+    return [ProblemTests(prompt=list(p.examples) if prompt_tests else [],
+                         model=list(made[i].tests) if made else [],
+                         dropped=len(made[i].dropped) if made else 0)
+            for i, p in enumerate(problems)]
 
 
 def _generate_tests(sampler, problems, num_tests, seed, max_new_tokens):
