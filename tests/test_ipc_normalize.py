@@ -121,3 +121,12 @@ def test_main_block_either_way_round():
 
     assert is_main_block(ast.parse("if __name__ == '__main__':\n    pass").body[0])
     assert not is_main_block(ast.parse("if DEBUG:\n    pass").body[0])
+
+
+def test_an_unfinished_trailing_function_is_cut_unless_it_is_the_entry_point():
+    done = "def f(x):\n    return x + 1\n"
+    assert extract_solution(done + "\n\ndef g(items):\n    for i in", "f") == done
+    with pytest.raises(ParseError, match="does not parse"):
+        extract_solution(done + "\n\ndef f(items):\n    for i in", "f")
+    with pytest.raises(ParseError, match="does not parse"):
+        extract_solution("def f(x):\n    return (x +", "f")

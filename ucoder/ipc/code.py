@@ -176,10 +176,13 @@ def extract_solution(text: str, entry_point: str) -> str:
 
     The text up to the closing fence, normalised by
     :func:`ucoder.ipc.normalize.normalize_solution`: the last definition of
-    ``entry_point`` and the imports, helpers and constants it uses, nothing else. Raises
-    ParseError (the drop reason) when that is not possible.
+    ``entry_point`` and the imports, helpers and constants it uses, nothing else. An
+    unfinished trailing statement that does not define ``entry_point`` is cut first
+    (:func:`ucoder.ipc.normalize.complete_prefix`). Raises ParseError (the drop reason)
+    when that is not possible.
     """
     # Imported here: normalize builds on this module (ParseError).
-    from ucoder.ipc.normalize import normalize_solution
+    from ucoder.ipc.normalize import complete_prefix, normalize_solution
 
-    return normalize_solution(text.split("```", 1)[0].rstrip() + "\n", entry_point)
+    code = text.split("```", 1)[0].rstrip() + "\n"
+    return normalize_solution(complete_prefix(code, entry_point), entry_point)

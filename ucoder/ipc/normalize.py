@@ -15,6 +15,7 @@ benchmark completion): it only drops top-level calls, asserts and the ``__main__
 from __future__ import annotations
 
 import ast
+import re
 import symtable
 
 from ucoder.ipc.code import ParseError
@@ -29,6 +30,30 @@ def parse_module(code: str) -> ast.Module:
         return ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise ParseError("does not parse") from err
+
+
+def complete_prefix(code: str, entry_point: str) -> str:
+    """``code`` cut before an unfinished trailing top-level statement (a sample cut off by
+    the token limit while writing a second function), when what is cut away does not
+    define ``entry_point``; ``code`` itself when it parses or cannot be saved so."""
+    try:
+        ast.parse(code)
+        return code
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        pass
+    lines = code.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line[:1].strip() and line[:1] not in "#)]}"
+              and not re.match(r"(else|elif|except|finally)\b", line)]
+    for i in reversed(starts[1:]):
+        tail = "".join(lines[i:])
+        if re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", tail):
+            break
+        try:
+            ast.parse("".join(lines[:i]))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        return "".join(lines[:i])
+    return code
 
 
 def is_main_block(node: ast.stmt) -> bool:
