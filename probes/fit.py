@@ -142,41 +142,46 @@ def fit_probe(
     )
     if int(dm.labels[torch.as_tensor(dm.train_index)].sum()) == 0:
         warnings.warn("fit_probe: the training rows hold no positive label", stacklevel=2)
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _one_thread():
         torch.manual_seed(seed)
-        # Probe steps are tiny matrix products: extra threads only add sync overhead.
-        torch.set_num_threads(1)
         probe = build_probe(kind, dm.features.shape[1], **hparams)
         probe.head.set_normalization(*dm.normalization())
         probe.pos_weight.fill_(dm.pos_weight())
-        keep = _KeepBest()
-        callbacks: list[Callback] = [keep]
-        if dm.has_val and patience > 0:
-            callbacks.append(EarlyStopping("val/loss", patience=patience, mode="min"))
-        with _quiet():
-            trainer = L.Trainer(
-                accelerator="cpu",
-                devices=1,
-                max_epochs=max_epochs,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                limit_val_batches=1.0 if dm.has_val else 0,
-                callbacks=callbacks,
-                deterministic=False,
-            )
-            try:
-                trainer.fit(probe, datamodule=dm)
-            finally:
-                torch.set_num_threads(threads)
+        keep = _train(probe, dm, max_epochs, patience)
     if keep.state is not None:
         probe.load_state_dict(keep.state)
     probe.eval()
     probe.meta = {"kind": kind, "layer": layer, "position": position, **(meta or {})}
     return probe, _report(probe, dm, keep)
+
+
+@contextmanager
+def _one_thread():
+    """Probe steps are tiny matrix products: extra threads only add sync overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(probe: ProbeModule, dm: ProbeDataModule, max_epochs: int, patience: int
+           ) -> _KeepBest:
+    """Fit on CPU with a quiet Trainer, early stopping on ``val/loss`` when rows are held out."""
+    keep = _KeepBest()
+    callbacks: list[Callback] = [keep]
+    if dm.has_val and patience > 0:
+        callbacks.append(EarlyStopping("val/loss", patience=patience, mode="min"))
+    with _quiet():
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, limit_val_batches=1.0 if dm.has_val else 0,
+            callbacks=callbacks, deterministic=False,
+        )  # fmt: skip
+        trainer.fit(probe, datamodule=dm)
+    return keep
 
 
 def _report(probe: ProbeModule, dm: ProbeDataModule, keep: _KeepBest) -> dict[str, float]:
