@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from ucoder.ipc.pairs import check_pair
 from ucoder.jsonl import read_jsonl
 
 
@@ -23,42 +23,10 @@ def reason_kind(reason: str) -> str:
 GENERATION_STAGES = ("problems", "rated", "skeletons", "tests", "candidates")
 
 
-def pair_problem(pair: dict) -> str | None:
-    """Why a training pair is not clean, or None.
-
-    ``ucoder.ipc.pairs.check_pair`` when it exists; otherwise the part of that check
-    that needs only ``ast``: the completion parses, defines the prompt's function
-    exactly once and holds nothing at top level but imports, functions, classes and
-    constants.
-    """
-    try:
-        from ucoder.ipc.pairs import check_pair
-    except ImportError:
-        return _basic_pair_problem(pair)
-    return check_pair(pair)
-
-
-def _basic_pair_problem(pair: dict) -> str | None:
-    names = re.findall(r"\bdef\s+([A-Za-z_]\w*)\s*\(", pair.get("prompt", ""))
-    try:
-        tree = ast.parse(pair.get("completion", ""))
-    except (SyntaxError, ValueError):
-        return "completion does not parse"
-    if not names:
-        return "no function in the prompt"
-    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == names[-1]]
-    if len(defs) != 1:
-        return f"defines {names[-1]} {len(defs)} times"
-    allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign,
-               ast.AnnAssign)
-    if any(not isinstance(n, allowed) for n in tree.body):
-        return "statements at top level"
-    return None
-
-
 def clean_pairs(rows: list[dict]) -> int:
-    """How many training pairs are clean (:func:`pair_problem`)."""
-    return sum(pair_problem(r) is None for r in rows)
+    """How many training pairs are clean (:func:`ucoder.ipc.pairs.check_pair`, the
+    static check: the sandbox one runs in ``check_pairs``)."""
+    return sum(check_pair(r) is None for r in rows)
 
 
 def pairs_per_generation_minute(clean: int, timings: dict) -> float | None:
