@@ -1,30 +1,13 @@
-"""What the loop's callbacks share: the round-end notification and small helpers."""
+"""What the loop's parts share: the logger and small checks."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
+import torch
 
 log = logging.getLogger("ucoder.loop")
-
-
-class RoundListener(Callback):
-    """A callback that :class:`~ucoder.callbacks.RegenerateData` tells about every finished round.
-
-    ``on_round_end`` runs on every rank after the round's merged files exist, before the
-    DataModule is pointed at the new data.
-    """
-
-    def on_round_end(self, trainer, pl_module, round_index: int, round_dir: Path,
-                     stats: dict) -> None:
-        """Called with the round's number, directory and ``stats.json`` content."""
-
-
-def find_callback(trainer, cls):
-    """The first callback of type ``cls`` in ``trainer.callbacks`` (or ``None``)."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, cls)), None)
 
 
 def loop_dir(trainer, out_dir: str | None) -> Path:
@@ -32,7 +15,45 @@ def loop_dir(trainer, out_dir: str | None) -> Path:
     return Path(out_dir if out_dir is not None else trainer.default_root_dir)
 
 
-def check_every(every_n_epochs: int) -> None:
+def check_every(every_n_epochs: int, option: str = "every_n_epochs") -> None:
+    """Refuse anything but a positive integer, naming ``option``."""
     if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-        raise ValueError(f"every_n_epochs={every_n_epochs!r} is not allowed: "
+        raise ValueError(f"{option}={every_n_epochs!r} is not allowed: "
                          "expected an integer >= 1")
+
+
+def relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to the loop's directory when inside it (a report that reads the
+    same wherever the run lives), else as given."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+class GenerationModel:
+    """The model a loop step generates with (a context manager): the training model, or
+    (``generation="merged_copy"``) a merged copy of it made on first use and dropped when
+    the step ends."""
+
+    def __init__(self, pl_module, generation: str):
+        self.pl_module, self.generation, self._copy = pl_module, generation, None
+
+    @property
+    def model(self):
+        if self.generation == "training_weights":
+            return self.pl_module.model
+        if self._copy is None:
+            from ucoder.models import merged_generation_copy
+
+            self._copy = merged_generation_copy(self.pl_module.model)
+        return self._copy
+
+    def __enter__(self) -> GenerationModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._copy is not None:
+            self._copy = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

@@ -1,22 +1,16 @@
-"""EvaluatePassAtK: greedy pass@1 on a benchmark subset before training and after rounds."""
+"""PassAtKEvaluator: greedy pass@1 of a model on the first problems of a benchmark."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import torch
-from lightning.pytorch.callbacks import Callback
-
-from ucoder.callbacks.base import check_every, log
+from ucoder.callbacks.base import check_every
 
 
-class EvaluatePassAtK(Callback):
-    """Greedy pass@1 of the weights being trained, on the first ``limit`` problems.
+class PassAtKEvaluator:
+    """Greedy pass@1 on the first ``limit`` problems of a benchmark.
 
-    Runs at fit start (the model before any training: ``before``) and at the end of every
-    ``every_n_epochs``-th epoch, logging ``eval/pass@1``. Under DDP each rank evaluates
-    its share of the problems and the solved counts are summed.
+    Usable alone (``solved(model, tokenizer)``); :class:`~ucoder.callbacks.SelfTraining`
+    calls it before training and after every ``every_n_epochs``-th epoch, on every rank
+    with that rank's share of the problems, and sums the counts.
 
     Args:
         benchmark: ``humaneval`` or an MBPP-style JSONL path.
@@ -30,64 +24,39 @@ class EvaluatePassAtK(Callback):
     def __init__(self, benchmark: str = "humaneval", limit: int = 20, every_n_epochs: int = 1,
                  max_new_tokens: int = 384, batch_size: int = 32, timeout: float = 5.0):
         check_every(every_n_epochs)
-        if limit < 1:
-            raise ValueError(f"limit={limit!r} is not allowed: expected >= 1")
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit={limit!r} is not allowed: expected an integer >= 1")
         self.benchmark, self.limit = benchmark, limit
         self.every_n_epochs = every_n_epochs
         self.max_new_tokens, self.batch_size, self.timeout = max_new_tokens, batch_size, timeout
-        self.history: list[dict[str, Any]] = []  # {"when": "before"|"epoch_<k>", ...}
-        self._problems = None
+        self._problems: list | None = None
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        from ucoder.evaluation import load_benchmark
+    @property
+    def problems(self) -> list:
+        """The benchmark's first ``limit`` problems (loaded once)."""
+        if self._problems is None:
+            from ucoder.evaluation import load_benchmark
 
-        # Loaded here so a wrong benchmark name fails before the model loads.
-        self._problems = load_benchmark(self.benchmark, limit=self.limit)
+            self._problems = load_benchmark(self.benchmark, limit=self.limit)
+        return self._problems
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if not any(h["when"] == "before" for h in self.history):
-            result = self._evaluate(trainer, pl_module, "before")
-            if trainer.logger is not None and trainer.is_global_zero:
-                trainer.logger.log_metrics({"eval/pass@1": result["pass@1"]},
-                                           step=trainer.global_step)
+    def due(self, epoch: int) -> bool:
+        """Whether the end of ``epoch`` (0-based) is an evaluation point."""
+        return (epoch + 1) % self.every_n_epochs == 0
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        when = f"epoch_{trainer.current_epoch}"
-        done = next((h for h in self.history if h["when"] == when), None)
-        result = done or self._evaluate(trainer, pl_module, when)
-        pl_module.log("eval/pass@1", result["pass@1"], prog_bar=True, rank_zero_only=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = list(state.get("history", []))
-
-    def _evaluate(self, trainer, pl_module, when: str) -> dict[str, Any]:
+    def solved(self, model, tokenizer, *, rank: int = 0, world: int = 1,
+               show_progress: bool = False) -> int:
+        """How many of this rank's problems (every ``world``-th from ``rank``) greedy
+        decoding solves."""
         from ucoder.evaluation import evaluate
         from ucoder.generation import Sampler
 
-        world, rank = trainer.world_size, trainer.global_rank
-        mine = self._problems[rank::world]
-        start = time.perf_counter()
-        sampler = Sampler(pl_module.model, pl_module.tokenizer, batch_size=self.batch_size,
-                          show_progress=trainer.is_global_zero)
-        solved = 0
-        if mine:
-            report = evaluate(sampler, mine, samples=0, policies=("greedy",),
-                              max_new_tokens=self.max_new_tokens, timeout=self.timeout,
-                              progress=False, benchmark=self.benchmark)
-            solved = int(report["policies"]["greedy"]["solved"])
-        if world > 1:
-            solved = int(trainer.strategy.reduce(torch.tensor(float(solved)),
-                                                 reduce_op="sum").item())
-        result = {"when": when, "epoch": trainer.current_epoch, "step": trainer.global_step,
-                  "pass@1": solved / len(self._problems), "solved": solved,
-                  "problems": len(self._problems),
-                  "seconds": round(time.perf_counter() - start, 1)}
-        self.history.append(result)
-        log.info("eval %s: greedy pass@1 %.3f (%d/%d) on %s", when, result["pass@1"], solved,
-                 len(self._problems), self.benchmark)
-        return result
+        mine = self.problems[rank::world]
+        if not mine:
+            return 0
+        sampler = Sampler(model, tokenizer, batch_size=self.batch_size,
+                          show_progress=show_progress)
+        report = evaluate(sampler, mine, samples=0, policies=("greedy",),
+                          max_new_tokens=self.max_new_tokens, timeout=self.timeout,
+                          progress=False, benchmark=self.benchmark)
+        return int(report["policies"]["greedy"]["solved"])

@@ -14,10 +14,18 @@ def draw_report(report: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rounds = report.get("rounds", [])
     paths = [out_dir / "progress.png", out_dir / "stages.png"]
+    for path, draw, size in ((paths[0], _progress, (15, 4)), (paths[1], _stages, (12, 4))):
+        fig, axes = plt.subplots(1, 3 if draw is _progress else 2, figsize=size)
+        draw(report, axes)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return paths
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+
+def _progress(report: dict, axes) -> None:
+    rounds = report.get("rounds", [])
     xs = [r["round"] for r in rounds]
     ax = axes[0]
     ax.bar([x - 0.2 for x in xs], [r["selected"] for r in rounds], 0.4, label="selected")
@@ -39,16 +47,14 @@ def draw_report(report: dict, out_dir: Path) -> list[Path]:
         twin.legend(loc="lower right", fontsize=8)
     _style(ax, "quality", "evaluation", "pass@1")
 
-    ax = axes[2]
     epochs = report.get("epochs", [])
-    ax.plot([e["epoch"] for e in epochs], [e["train_loss"] for e in epochs], "o-",
-            label="train/loss (last step)")
-    _style(ax, "training", "epoch", "loss")
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=90)
-    plt.close(fig)
+    axes[2].plot([e["epoch"] for e in epochs], [e["train_loss"] for e in epochs], "o-",
+                 label="train/loss (last step)")
+    _style(axes[2], "training", "epoch", "loss")
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+
+def _stages(report: dict, axes) -> None:
+    rounds = report.get("rounds", [])
     # The pipeline's stages in order (those that report seconds), one series per round.
     stages = list(dict.fromkeys(k for r in rounds for k in (r.get("stage_seconds") or {})))
     width = 0.8 / max(1, len(rounds))
@@ -64,10 +70,6 @@ def draw_report(report: dict, out_dir: Path) -> list[Path]:
     axes[0].tick_params(axis="x", rotation=30)
     axes[1].set_xticks([i + 0.4 - width / 2 for i in range(len(stages))], stages, rotation=30)
     _style(axes[1], "seconds per stage", "stage", "seconds")
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=90)
-    plt.close(fig)
-    return paths
 
 
 def _number(value) -> float:

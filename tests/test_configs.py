@@ -76,3 +76,20 @@ def test_demo_config_values_reach_the_classes():
     assert config.model.model == "embedded:smollm2-135m-instruct"
     assert config.model.load_in_4bit is True and config.model.lora.r == 16
     assert config.data.format == "chat" and (CONFIGS.parent / config.data.train_file).is_file()
+
+
+def test_demo_loop_is_one_callback_built_from_its_parts():
+    from jsonargparse import ArgumentParser
+
+    from ucoder.callbacks import PassAtKEvaluator, ProbeRefitter, RoundStep, SelfTraining
+
+    config = _fit_parse(CONFIGS / "demo.yaml")
+    loops = [c for c in config.trainer.callbacks
+             if c.class_path == "ucoder.callbacks.SelfTraining"]
+    assert len(loops) == 1 and len(config.trainer.callbacks) == 2
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--loop", type=SelfTraining)
+    loop = parser.instantiate_classes(parser.parse_object({"loop": loops[0].as_dict()})).loop
+    assert isinstance(loop.round_step, RoundStep) and loop.round_step.round_config.problems == 12
+    assert isinstance(loop.evaluate, PassAtKEvaluator) and loop.evaluate.limit == 40
+    assert isinstance(loop.probe, ProbeRefitter) and loop.generation == "training_weights"

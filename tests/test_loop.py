@@ -1,4 +1,4 @@
-"""The self-training loop end to end: Trainer + UCoderModule + SFTDataModule + callbacks.
+"""The self-training loop end to end: Trainer + UCoderModule + SFTDataModule + SelfTraining.
 
 A tiny random Llama is trained for real (LoRA, Lightning); the sandbox, the IPC stages,
 consensus, probes and the report are real. Only the *text* of each stage comes from a
@@ -16,7 +16,13 @@ from lightning import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from tests.tiny import tiny_llama, tiny_tokenizer
-from ucoder.callbacks import EvaluatePassAtK, RefitProbe, RegenerateData, RoundReport
+from ucoder.callbacks import (
+    PassAtKEvaluator,
+    ProbeRefitter,
+    ReportWriter,
+    RoundStep,
+    SelfTraining,
+)
 from ucoder.data import SFTDataModule
 from ucoder.generation import Sample
 from ucoder.ipc.round import RoundConfig
@@ -85,9 +91,9 @@ class ScriptedSampler:
         return out
 
 
-class ScriptedRegenerate(RegenerateData):
-    def make_sampler(self, pl_module):
-        self.sampler = ScriptedSampler(len(self.rounds))
+class ScriptedRound(RoundStep):
+    def make_sampler(self, model, tokenizer, index, show_progress=False):
+        self.sampler = ScriptedSampler(index)
         return self.sampler
 
 
@@ -110,14 +116,19 @@ def tiny_dir(tmp_path_factory):
     return str(path)
 
 
-def make_trainer(root, max_epochs, regen, *extra):
-    callbacks = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True), regen,
-                 RefitProbe(min_examples=4, max_epochs=5),
-                 EvaluatePassAtK(limit=2, max_new_tokens=8, batch_size=4), RoundReport(), *extra]
+def make_trainer(root, max_epochs, loop, *extra):
+    callbacks = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True), loop, *extra]
     return Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
                    enable_progress_bar=False, enable_model_summary=False,
                    reload_dataloaders_every_n_epochs=1, default_root_dir=root,
                    callbacks=callbacks, num_sanity_val_steps=0)
+
+
+def make_loop(**kw) -> SelfTraining:
+    return SelfTraining(
+        round_step=ScriptedRound(RoundConfig(problems=2, tests=3, samples=4), batch_size=4),
+        evaluate=PassAtKEvaluator(limit=2, max_new_tokens=8, batch_size=4),
+        probe=ProbeRefitter(min_examples=4, max_epochs=5), report=ReportWriter(), **kw)
 
 
 def make_parts(tiny_dir):
@@ -125,17 +136,16 @@ def make_parts(tiny_dir):
     module = UCoderModule(tiny_dir, load_in_4bit=False, dtype="float32", lr=1e-3,
                           lora=LoraOptions(r=4, alpha=8, dropout=0.0), adapter_dir="")
     data = SFTDataModule(max_length=256, batch_size=2)
-    regen = ScriptedRegenerate(RoundConfig(problems=2, tests=3, samples=4), batch_size=4)
-    return module, data, regen
+    return module, data, make_loop()
 
 
 def test_loop_regenerates_data_between_epochs_and_reports(tiny_dir, tmp_path):
-    module, data, regen = make_parts(tiny_dir)
+    module, data, loop = make_parts(tiny_dir)
     watch = WatchData()
-    trainer = make_trainer(tmp_path, 2, regen, watch)
+    trainer = make_trainer(tmp_path, 2, loop, watch)
     trainer.fit(module, datamodule=data)
 
-    assert [r["round"] for r in regen.rounds] == [0, 1]
+    assert [r["round"] for r in loop.rounds] == [0, 1]
     first = [json.loads(x) for x in (tmp_path / "train_round_0.jsonl").read_text().splitlines()]
     second = [json.loads(x) for x in (tmp_path / "train_round_1.jsonl").read_text().splitlines()]
     assert first and len(second) > len(first)  # round 1 added new pairs, kept round 0's
@@ -156,17 +166,16 @@ def test_loop_regenerates_data_between_epochs_and_reports(tiny_dir, tmp_path):
 
 
 def test_resumed_loop_does_not_redo_finished_rounds(tiny_dir, tmp_path):
-    module, data, regen = make_parts(tiny_dir)
-    make_trainer(tmp_path, 1, regen).fit(module, datamodule=data)
-    assert [r["round"] for r in regen.rounds] == [0]
+    module, data, loop = make_parts(tiny_dir)
+    make_trainer(tmp_path, 1, loop).fit(module, datamodule=data)
+    assert [r["round"] for r in loop.rounds] == [0]
     round0 = (tmp_path / "round_0" / "selected.jsonl").read_text()
 
-    module, data, regen = make_parts(tiny_dir)
-    trainer = make_trainer(tmp_path, 2, regen)
+    module, data, loop = make_parts(tiny_dir)
+    trainer = make_trainer(tmp_path, 2, loop)
     trainer.fit(module, datamodule=data, ckpt_path="last")
     # The checkpoint carried round 0; only round 1 was generated in the resumed fit.
-    assert [r["round"] for r in regen.rounds] == [0, 1]
+    assert [r["round"] for r in loop.rounds] == [0, 1]
     assert (tmp_path / "round_0" / "selected.jsonl").read_text() == round0
     assert data.train_file == str(tmp_path / "train_round_1.jsonl")
-    evaluate = next(cb for cb in trainer.callbacks if isinstance(cb, EvaluatePassAtK))
-    assert [h["when"] for h in evaluate.history] == ["before", "epoch_0", "epoch_1"]
+    assert [h["when"] for h in loop.evals] == ["before", "epoch_0", "epoch_1"]
