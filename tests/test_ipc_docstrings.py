@@ -100,3 +100,34 @@ def test_check_pairs_runs_the_examples(box):
     assert reasons[0] is None
     assert reasons[1] == "example f(5) == 1 disagrees with the code (it gives 5)"
     assert "no plain value" in reasons[2] and "no function f" in reasons[3]
+
+
+class _Docstrings:
+    """Answers the skeleton prompt with fixed texts (stands in for the model)."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def sample(self, prompts, n=1, **kwargs):
+        from ucoder.generation import Sample
+
+        return [[Sample(self.text, [], -1.0, -0.1, 5, "length")] for _ in prompts]
+
+
+def test_skeletons_mend_a_cut_off_docstring_or_drop_the_problem():
+    from ucoder.ipc.skeleton import make_skeletons
+    from ucoder.records import Problem
+
+    def problem(description):
+        return Problem(id="p0", title="t", description=description,
+                       signature="def f(x: int) -> int", entry_point="f",
+                       examples=["assert f(12) == 2"])
+
+    cut = 'def f(x: int) -> int:\n    """Count the digits of x. Zero has one digit and the'
+    (kept,), _ = make_skeletons(_Docstrings(cut), [problem("Count the digits.")])
+    assert kept.skeleton_source == "model"
+    assert '"""Count the digits of x.\n\n    >>> f(12)\n    2\n    """' in kept.skeleton
+    broken = 'def f(x: int) -> int:\n    """Returns:\n    """'
+    kept, dropped = make_skeletons(_Docstrings(broken), [problem("The number of non-")])
+    assert kept == [] and dropped[0].reason == \
+        "docstring broken beyond repair: summary under 3 words"

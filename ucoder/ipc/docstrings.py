@@ -241,19 +241,28 @@ def _sentence_cut(lines: list[str]) -> list[str]:
     return []
 
 
-def repair_docstring(doc: str, entry_point: str = "") -> str:
+def repair_docstring(doc: str, entry_point: str = "", *, cut_off: bool = False) -> str:
     """``doc`` without its example lines, empty sections dropped and a cut-off block cut
     back to its last full sentence (a section with none left is dropped).
+
+    Args:
+        doc: the docstring's text.
+        entry_point: the function its examples call.
+        cut_off: the text is known to stop early (the model's docstring never closed):
+            its last block is cut back to a full sentence unless it ends one.
 
     Raises:
         ParseError: "docstring broken beyond repair: <defect>" when it is still not whole.
     """
     out = []
-    for b in _blocks(prose_lines(inspect.cleandoc(doc), entry_point)):
+    blocks = _blocks(prose_lines(inspect.cleandoc(doc), entry_point))
+    for b in blocks:
         lines = list(b.lines)
         while lines and not lines[-1].strip():
             lines.pop()
-        if _truncated(lines):
+        unended = cut_off and b is blocks[-1] and lines and \
+            not lines[-1].rstrip().endswith((".", "!", "?"))
+        if unended or _truncated(lines):
             lines = _sentence_cut(lines)
         if b.name and not any(x.strip() for x in lines):
             continue  # an empty section, or one with no full sentence

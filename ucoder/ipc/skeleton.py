@@ -16,6 +16,7 @@ repair: ..."). Every skeleton is checked with ``ast`` before it is kept.
 from __future__ import annotations
 
 import ast
+import re
 
 from ucoder.ipc.code import ParseError
 from ucoder.ipc.docstrings import repair_docstring
@@ -28,6 +29,9 @@ from ucoder.ipc.prompts import (
     skeleton_prompt,
 )
 from ucoder.records import Dropped, Problem
+
+# An answer whose docstring opens and never closes: the token limit cut it.
+_UNCLOSED = re.compile(r'(?s)(?:(?!""").)*"""(?:(?!""").)*')
 
 
 def check_skeleton(skeleton: str, entry_point: str) -> None:
@@ -73,7 +77,8 @@ def _first_valid(p: Problem, text: str | None) -> tuple[str | None, str, str]:
     why = "model not asked"
     if text is not None:
         try:
-            doc = repair_docstring(parse_docstring(text), p.entry_point)
+            doc = repair_docstring(parse_docstring(text), p.entry_point,
+                                   cut_off=_UNCLOSED.fullmatch(text) is not None)
             skeleton = build_skeleton(p, doc)
             check_skeleton(skeleton, p.entry_point)
             return skeleton, "model", ""
