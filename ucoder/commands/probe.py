@@ -43,8 +43,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p, model_default=None, only=MODEL_FIELDS,
                         model_help="HF id, local dir or embedded:smollm2-135m-instruct "
                                    "(default; score: the probe's base model)")
-    p.add_argument("--prompt-field", default="prompt", help="exact text the model saw")
-    p.add_argument("--completion-field", default="completion")
+    p.add_argument("--prompt-field", default="auto",
+                   help="exact text the model saw (auto: prompt_text if the rows have it, "
+                        "as round candidates do, else prompt)")  # fmt: skip
+    p.add_argument("--completion-field", default="auto",
+                   help="text the model wrote (auto: raw if the rows have it, else completion)")
     p.add_argument("--group-field", default="problem_id", help="problem id (grouped split)")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
 
@@ -84,11 +87,14 @@ def read_candidates(
     if not path.is_file():
         raise ProbeCommandError(f"--candidates: {path} does not exist")
     rows, labels = [], [] if label else None
-    fields = [("--prompt-field", prompt), ("--completion-field", completion),
-              ("--group-field", group)]  # fmt: skip
     for lineno, row in iter_jsonl(path):
         if isinstance(row, JsonlError):
             raise ProbeCommandError(f"--candidates: {row}")
+        if not rows:  # "auto": what the model read and wrote (C3), when the rows hold it
+            prompt = _auto(row, prompt, "prompt_text", "prompt")
+            completion = _auto(row, completion, "raw", "completion")
+            fields = [("--prompt-field", prompt), ("--completion-field", completion),
+                      ("--group-field", group)]  # fmt: skip
         for option, name in fields:
             if name not in row:
                 raise ProbeCommandError(f"{path}:{lineno}: {option} {name!r} is missing")
@@ -116,6 +122,12 @@ def read_candidates(
         )
     return Candidates(rows, [r[prompt] for r in rows], [r[completion] for r in rows],
                       [str(r[group]) for r in rows], labels)  # fmt: skip
+
+
+def _auto(row: dict, option: str, preferred: str, fallback: str) -> str:
+    if option != "auto":
+        return option
+    return preferred if isinstance(row.get(preferred), str) and row[preferred] else fallback
 
 
 def _load(args: argparse.Namespace, name: str):
