@@ -131,3 +131,26 @@ def test_skeletons_mend_a_cut_off_docstring_or_drop_the_problem():
     kept, dropped = make_skeletons(_Docstrings(broken), [problem("The number of non-")])
     assert kept == [] and dropped[0].reason == \
         "docstring broken beyond repair: summary under 3 words"
+
+
+def test_a_round_rewrites_a_wrong_example_from_the_selected_code(tmp_path, box):
+    from tests.test_ipc_round import CONFIG, Scripted
+    from ucoder.ipc.round import RoundRunner
+    from ucoder.jsonl import read_jsonl
+
+    class WrongExample(Scripted):
+        def _answers(self, prompt, prefix, i, n):
+            return [a.replace("double(2) == 4", "double(2) == 5")
+                    for a in super()._answers(prompt, prefix, i, n)]
+
+    RoundRunner(WrongExample(), tmp_path, CONFIG, sandbox=box).run()
+    (rewrite,) = read_jsonl(tmp_path / "rewrites.jsonl")
+    assert rewrite["problem_id"] == "p0000" and rewrite["rewritten"] == 1
+    assert ">>> double(2)\n    5\n" in rewrite["before"]
+    assert ">>> double(2)\n    4\n" in rewrite["after"]
+    selected = {r["problem_id"]: r for r in read_jsonl(tmp_path / "selected.jsonl")}
+    assert selected["p0000"]["prompt"] == solution_prompt(rewrite["after"])
+    assert selected["p0000"]["scores"]["examples"]["rewritten"] == 1
+    assert selected["p0001"]["scores"]["examples"] == {"agreed": 1, "rewritten": 0,
+                                                       "removed": 0, "added": 0}
+    assert check_pairs(list(selected.values()), box) == [None, None]
