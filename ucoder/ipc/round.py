@@ -7,10 +7,15 @@ Files (all written atomically with :func:`ucoder.jsonl.write_jsonl`):
   each stage (:class:`ucoder.records.Problem` rows); ``ratings.jsonl`` — every rated
   problem's score distribution and would-drop verdict;
 * ``tests.jsonl`` — ``{"problem_id", "generated", "tests"}`` (``tests`` is what runs);
-* ``candidates.jsonl`` — candidates whose code parses; ``executions.jsonl`` — their
-  per-test verdicts and behaviour hashes;
+* ``candidates.jsonl`` — candidates normalised to the entry point and what it uses
+  (:mod:`ucoder.ipc.normalize`); ``executions.jsonl`` — their per-test verdicts and
+  behaviour hashes;
 * ``consensus.jsonl`` — one row per executed candidate with its consensus label, and
-  ``selected.jsonl`` — the SFT pairs ``{"prompt", "completion", "problem_id", "scores"}``;
+  ``selected.jsonl`` — the SFT pairs ``{"prompt", "completion", "problem_id", "scores"}``
+  whose docstring examples agree with the completion run in the sandbox
+  (``scores["examples"]`` counts them); ``rewrites.jsonl`` — each prompt whose examples
+  were rewritten, ``{"problem_id", "before", "after", "agreed", "rewritten", "removed",
+  "added"}`` (:mod:`ucoder.ipc.agreement`);
 * ``<stage>.dropped.jsonl`` — every item the stage dropped, with its reason (written
   before the stage file); ``timings.json``; ``round.json`` (the config); ``stats.json``.
 
