@@ -2,9 +2,10 @@
 
 Each problem's prompt is its skeleton in the HumanEval-style instruction
 (:func:`ucoder.ipc.prompts.solution_prompt`); the answer starts inside a ```python fence
-and is cut at the closing fence. A candidate is kept when its code parses and defines
-the entry point with a real body (:func:`ucoder.ipc.code.extract_solution`); the
-others are dropped with the reason and never executed. Kept candidates run in the
+and is cut at the closing fence. A candidate is kept in its clean form — the last
+definition of the entry point and the imports, helpers and constants it uses, nothing
+else (:func:`ucoder.ipc.code.extract_solution`); one that cannot be normalised (does not
+parse, lacks the entry point, is only a stub) is dropped with the reason, never executed. Kept candidates run in the
 sandbox after the skeleton's imports, against all tests of their problem.
 """
 
