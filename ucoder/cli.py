@@ -21,10 +21,11 @@ COMMANDS: dict[str, str] = {
     "sandbox": "ucoder.commands.sandbox",
     "probe": "ucoder.commands.probe",
     "export": "ucoder.commands.export",
+    "study": "ucoder.commands.study",
 }
 
 # Subcommands whose argument parsing is owned by the module itself (LightningCLI).
-PASSTHROUGH = {"fit"}
+PASSTHROUGH = {"fit", "study"}
 
 
 def _load(name: str):
