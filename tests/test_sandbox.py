@@ -254,7 +254,7 @@ def test_canonical_repr():
 def test_genuine_accepts_builtin_values_and_refuses_fakes():
     from collections import Counter, OrderedDict
 
-    from ucoder.sandbox.canon import NotGenuine, genuine
+    from ucoder.sandbox.genuine import NotGenuine, genuine
 
     loop: list = [1]
     loop.append(loop)

@@ -29,7 +29,7 @@ What the isolation covers, in both tiers:
     tier 2): they cannot signal the runner, its workers, or read root-only files;
   * a worker that dies or stops answering is killed with its process group and
     replaced; its current job gets ``crashed``/``timeout``, the others are re-queued;
-  * equality hacks: a test passes only on genuine values (``canon.genuine``: builtin
+  * equality hacks: a test passes only on genuine values (:mod:`genuine`: builtin
     types checked through containers, or other C-implemented non-container types). An
     expression test's value must be genuine, and every ``assert`` in a test, at any
     depth (HumanEval's ``check``), checks the values its outcome rests on first: its

@@ -12,7 +12,6 @@ records. The candidate's stdout/stderr go to a pipe.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import functools
 import gc
@@ -26,9 +25,11 @@ import struct
 import sys
 
 if __package__:
-    from ucoder.sandbox.canon import behaviour_hash, canonical_repr, genuine
+    from ucoder.sandbox.canon import behaviour_hash, canonical_repr
+    from ucoder.sandbox.genuine import GUARD, genuine, guard_asserts
 else:  # imported by server.py started as a script inside the isolation
-    from canon import behaviour_hash, canonical_repr, genuine
+    from canon import behaviour_hash, canonical_repr
+    from genuine import GUARD, genuine, guard_asserts
 
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("<Q")
@@ -58,7 +59,6 @@ def _json(rec: dict) -> bytes:
     return ("{" + ",".join(parts) + "}").encode()
 _prctl = None  # libc's prctl, looked up once by prepare_spawner where jobs need it
 OK_HASH = behaviour_hash("<ok>")  # a statement that ran without raising
-GUARD = "__ucoder_genuine__"  # the name tests call canon.genuine by (set in run())
 
 
 JOB_HEAD = struct.Struct("<16sdII")
@@ -93,9 +93,7 @@ def _compile_one(src: str, name: str, expr_ok: bool) -> tuple:
             except SyntaxError:
                 pass
         if expr_ok and "assert" in src:  # a test (expr_ok) with asserts: guard them
-            tree = _GuardAsserts().visit(ast.parse(src, name))
-            return False, compile(ast.fix_missing_locations(tree), name, "exec",
-                                  dont_inherit=True)
+            return False, compile(guard_asserts(src, name), name, "exec", dont_inherit=True)
         return False, compile(src, name, "exec", dont_inherit=True)
     except Exception as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError...
         return None, type(exc).__name__, _err(exc)
@@ -104,49 +102,6 @@ def _compile_one(src: str, name: str, expr_ok: bool) -> tuple:
 CACHED_SNIPPET_CHARS = 2048
 
 
-class _GuardAsserts(ast.NodeTransformer):
-    """Rewrite a test's asserts so that every value their outcome rests on is genuine.
-
-    In each ``assert`` (at any depth: HumanEval's are inside ``check``) the test's own
-    value, each operand of ``and``/``or``/``not``/``if-else`` and each operand of every
-    comparison except ``is``/``is not`` (identity cannot be faked) pass through
-    :func:`canon.genuine` first, so comparison and truth test run on builtin code only.
-    Truth tests and comparisons made inside a called function (``all``, ``any``,
-    ``math.isclose``) are not seen.
-    """
-
-    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
-        node.test = _guard(_GuardValues().visit(node.test))
-        return node
-
-
-class _GuardValues(ast.NodeTransformer):
-    def visit_Compare(self, node: ast.Compare) -> ast.Compare:
-        self.generic_visit(node)
-        if not all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
-            node.left = _guard(node.left)
-            node.comparators = [_guard(c) for c in node.comparators]
-        return node
-
-    def visit_BoolOp(self, node: ast.BoolOp) -> ast.BoolOp:
-        self.generic_visit(node)
-        node.values = [_guard(v) for v in node.values]
-        return node
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.UnaryOp:
-        self.generic_visit(node)
-        if isinstance(node.op, ast.Not):
-            node.operand = _guard(node.operand)
-        return node
-
-    def visit_IfExp(self, node: ast.IfExp) -> ast.IfExp:
-        self.generic_visit(node)
-        node.test = _guard(node.test)
-        return node
-
-
-def _guard(expr: ast.expr) -> ast.expr:
-    return ast.copy_location(ast.Call(ast.Name(GUARD, ast.Load()), [expr], []), expr)
 _compile_cached = functools.lru_cache(maxsize=4096)(_compile_one)  # code objects are immutable
 
 
