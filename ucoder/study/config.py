@@ -59,9 +59,10 @@ class StudyConfig:
             raise ValueError(f"study.alpha={self.alpha!r} is not allowed; use (0, 0.5)")
         if len(set(self.ablation)) != len(self.ablation):
             raise ValueError(f"study.ablation={self.ablation!r} names a policy twice")
-        from ucoder.ipc.consensus import POLICIES
+        from ucoder.ipc.consensus import list_policies
 
-        unknown = [p for p in self.ablation if p not in POLICIES]
+        allowed = [policy.name for policy in list_policies()]
+        unknown = [p for p in self.ablation if p not in allowed]
         if unknown:
             raise ValueError(f"study.ablation has unknown policies {unknown}; allowed: "
-                             f"{', '.join(POLICIES)}")
+                             f"{', '.join(allowed)}")
