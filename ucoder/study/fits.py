@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -57,8 +58,12 @@ def run_fit(config: dict, root: Path) -> dict:
 
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cli = LightningCLI(UCoderModule, SFTDataModule, args=config, run=False,
-                       save_config_callback=None)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the config is ``args``, not this command line
+    try:
+        cli = LightningCLI(UCoderModule, SFTDataModule, args=config, run=False,
+                           save_config_callback=None)
+    finally:
+        sys.argv = argv
     last = root / "checkpoints" / "last.ckpt"
     if last.exists():
         log.info("fit %s: resuming from %s", root, last)
