@@ -41,7 +41,23 @@ def _round_parse(path: Path):
     return load_round_config(path)
 
 
-PARSERS = {"fit": _fit_parse, "round": _round_parse}
+def _study_parse(path: Path):
+    """The study's own keys, then its ``fit:`` section as the `ucoder fit` config it is."""
+    import tempfile
+
+    import yaml
+
+    from ucoder.commands.study import build_parser
+
+    config = build_parser().parse_args(["--config", str(path)])
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fit:
+        yaml.safe_dump(dict(config.fit), fit)
+        fit.flush()
+        _fit_parse(Path(fit.name))
+    return config
+
+
+PARSERS = {"fit": _fit_parse, "round": _round_parse, "study": _study_parse}
 
 
 def command_of(path: Path) -> str:
