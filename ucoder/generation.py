@@ -8,7 +8,13 @@ it fast on a CPU, where every forward pass is weight-bound:
 * prompts are grouped by length (little left padding) into batches of up to
   ``batch_size`` rows, so each weight load serves many tokens;
 * prefill computes logits for the last position only (the 49k-vocab head is costly);
-* rows that finished (EOS, stop string, length) leave the batch at once.
+* rows that finished (EOS, stop string, length) leave the batch at once;
+* the KV cache is written into buffers sized for the whole sample
+  (:mod:`ucoder.kv_cache`) instead of being re-concatenated at every step, log-probs
+  come from one ``logsumexp`` rather than a full ``log_softmax``, and the per-step
+  bookkeeping reads each step's tokens in one transfer. ``decode="reference"`` keeps
+  the earlier path (growing cache, full ``log_softmax``) for comparison; both compute
+  the same distribution in the model's own dtype.
 
 Log-probs are those of the model's own (untempered) distribution, so they equal a
 manual forward pass over prompt + completion and serve as a fluency signal.
@@ -25,9 +31,12 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from ucoder.kv_cache import preallocated_cache
+
 # Top-p is applied inside the TOP_CANDIDATES most likely tokens: sorting the full
 # vocabulary for every row and step costs more than the model's small layers.
 TOP_CANDIDATES = 256
+DECODE_PATHS = ("fast", "reference")
 
 
 @dataclass
@@ -76,12 +85,18 @@ class Sampler:
         chat: wrap prompts in the tokenizer's chat template; ``None`` = when it has one.
         system_prompt: optional system turn for chat prompts.
         show_progress: show a tqdm bar (samples done, tokens/s).
+        decode: ``fast`` (preallocated KV cache, see the module docstring) or
+            ``reference`` (the earlier, slower path; same distribution).
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int = 64, chat: bool | None = None,
-                 system_prompt: str | None = None, show_progress: bool = True):
+                 system_prompt: str | None = None, show_progress: bool = True,
+                 decode: str = "fast"):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: expected >= 1")
+        if decode not in DECODE_PATHS:
+            raise ValueError(f"decode={decode!r} is not allowed: expected one of {DECODE_PATHS}")
+        self.decode = decode
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -188,7 +203,9 @@ class Sampler:
         prompt_ids = sorted({r.prompt_index for r in rows})
         input_ids, mask = _left_pad([encoded[i] for i in prompt_ids], self.tokenizer.pad_token_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
-        cache = _new_cache(self.model)
+        fast = self.decode == "fast"
+        cache = preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens) if fast \
+            else _new_cache(self.model)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1)
         # Fan out: row r continues prompt prompt_ids.index(r.prompt_index).
@@ -200,12 +217,13 @@ class Sampler:
         active = list(range(len(rows)))
         produced = 0
         for _ in range(max_new_tokens):
-            token, logprob = _pick(logits.float(), temperature, top_p, top_k, generator)
+            token, logprob = _pick(logits.float(), temperature, top_p, top_k, generator, fast)
             keep = []
-            for k, row_id in enumerate(active):
+            for k, (row_id, tok_k, lp_k) in enumerate(zip(active, token.tolist(),
+                                                          logprob.tolist())):
                 row = rows[row_id]
-                row.tokens.append(int(token[k]))
-                row.logprobs.append(float(logprob[k]))
+                row.tokens.append(tok_k)
+                row.logprobs.append(lp_k)
                 row.finish = self._finished(row, stop)
                 if row.finish is None:
                     keep.append(k)
@@ -323,9 +341,13 @@ def _plan_batches(encoded: list[list[int]], n: int, batch_size: int) -> list[lis
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+          generator: torch.Generator, fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose the next token per row; return it and its untempered log-prob."""
-    logprobs = torch.log_softmax(logits, dim=-1)
+    if fast:  # log p(t) = logit(t) - logsumexp(logits): no vocabulary-sized output
+        lse = logits.logsumexp(dim=-1, keepdim=True)
+        logprobs = _LogProbs(logits, lse)
+    else:
+        logprobs = torch.log_softmax(logits, dim=-1)
     if temperature == 0:
         token = logits.argmax(dim=-1)
         return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
@@ -339,3 +361,13 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
     choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)
     token = top_ids.gather(-1, choice).squeeze(-1)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+class _LogProbs:
+    """Log-probs read lazily from logits and their logsumexp (only ``gather`` is needed)."""
+
+    def __init__(self, logits: torch.Tensor, lse: torch.Tensor):
+        self.logits, self.lse = logits, lse
+
+    def gather(self, dim: int, index: torch.Tensor) -> torch.Tensor:
+        return self.logits.gather(dim, index) - self.lse
