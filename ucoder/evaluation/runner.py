@@ -11,6 +11,7 @@ pass@k over all samples).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,8 +187,10 @@ def build_report(problems, names, per_problem, samples, seconds, timing, benchma
         entry: dict[str, Any] = {"pass@1": solved / n if n else 0.0, "solved": solved,
                                  "problems": n}
         if name in CONSENSUS_POLICIES:
-            entry["fallbacks"] = sum(bool(row["policies"][name].get("fallback"))
-                                     for row in per_problem)
+            picks = [row["policies"][name] for row in per_problem]
+            entry["fallbacks"] = sum(bool(pk.get("fallback")) for pk in picks)
+            steps = Counter(pk["fallback_step"] for pk in picks if pk.get("fallback_step"))
+            entry["fallback_steps"] = dict(sorted(steps.items()))
         policies[name] = entry
     counts = [(row["samples"], row["correct"]) for row in per_problem]
     pass_k = {str(k): mean_pass_at_k(counts, k) for k in report_ks(samples)} if samples else {}

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ucoder.ipc.consensus import (
+    Candidate,
     SelectionConfig,
     apply_policy,
     candidate_from_result,
+    drop_dead_tests,
+    execution_success,
     list_policies,
 )
 
@@ -29,6 +32,11 @@ PLAIN_POLICIES = ("greedy", "random", "max_logprob", "oracle")
 # The registry's policies, shared with rounds (ucoder.ipc.consensus).
 CONSENSUS_POLICIES = tuple(p.name for p in list_policies())
 POLICIES = PLAIN_POLICIES + CONSENSUS_POLICIES
+# Policies whose fallback relaxes rho and tau before a model signal decides, and those
+# that read a probe's score (``probe_score`` on a candidate row).
+LADDER_POLICIES = ("ucoder", "ucoder+probe")
+PROBE_POLICIES = ("probe", "ucoder+probe")
+RHO_STEP = 0.2
 
 
 @dataclass
@@ -115,7 +123,7 @@ def _candidate_row(s: dict) -> dict:
     row = {"code": s["code"], "mean_logprob": round(s["mean_logprob"], 4),
            "passed": s["passed"], "finish": s["finish"]}
     # The exact generation context and the raw text, so a probe can read what the model saw.
-    for key in ("prompt_text", "raw"):
+    for key in ("prompt_text", "raw", "probe_score"):
         if key in s:
             row[key] = s[key]
     return row
@@ -135,20 +143,63 @@ def pick(name: str, run: dict, selection, seed: int, rng: random.Random) -> dict
     if name == "oracle":
         hit = next((k for k, s in enumerate(cands) if s["passed"]), None)
         return {"index": hit, "passed": hit is not None}
-    # A registry policy. With no usable test, or when the policy declines (no candidate
-    # meets its thresholds), a benchmark still needs an answer: fall back to the sample
-    # the model is most sure of, and count the fallback.
-    if needs_tests([name]) and not run["tests"].tests:
-        return {"index": best, "passed": cands[best]["passed"], "fallback": True,
-                "reason": "no test to run"}
-    candidates = [candidate_from_result(s["code"], s["mean_logprob"], s.get("result"))
-                  for s in cands]
-    chosen = apply_policy(name, candidates, selection or SelectionConfig(seed=seed))
-    if chosen.index is None:
-        return {"index": best, "passed": cands[best]["passed"], "fallback": True,
-                "reason": str(chosen.reason)}
-    return {"index": chosen.index, "passed": cands[chosen.index]["passed"], "fallback": False,
-            "reason": str(chosen.reason)}
+    # A registry policy. When it declines (no usable test, or no candidate meets its
+    # thresholds) a benchmark still needs an answer: the fallback ladder picks one and the
+    # report counts it, with the step that decided.
+    candidates = [_candidate(s) for s in cands]
+    if not (needs_tests([name]) and not run["tests"].tests):
+        chosen = apply_policy(name, candidates, selection or SelectionConfig(seed=seed))
+        if chosen.index is not None:
+            return {"index": chosen.index, "passed": cands[chosen.index]["passed"],
+                    "fallback": False, "reason": str(chosen.reason)}
+        why = str(chosen.reason)
+    else:
+        why = "no test to run"
+    k, step = fallback_pick(name, candidates, selection or SelectionConfig(seed=seed))
+    return {"index": k, "passed": cands[k]["passed"], "fallback": True,
+            "fallback_step": step, "reason": why}
+
+
+def _candidate(s: dict) -> Candidate:
+    cand = candidate_from_result(s["code"], s["mean_logprob"], s.get("result"))
+    cand.extra_score = s.get("probe_score")
+    return cand
+
+
+def fallback_pick(name: str, candidates: Sequence[Candidate], config: SelectionConfig
+                  ) -> tuple[int, str]:
+    """The pick when policy ``name`` declines, and the step of the ladder that decided.
+
+    The cluster policies (``ucoder``, ``ucoder+probe``) first use the execution evidence:
+    rho is relaxed step by step (``RHO_STEP``) with tau kept, then tau drops to 1 (the
+    candidates that pass the most tests). Only with no test passed at all does a model
+    signal decide: the probe for policies that read it (``ucoder+probe``, ``probe``),
+    fluency otherwise and last. Other policies fall back to fluency directly.
+    """
+    use_probe = name in PROBE_POLICIES and any(c.extra_score is not None for c in candidates)
+    pool = list(range(len(candidates)))
+    if name in LADDER_POLICIES:
+        cands = drop_dead_tests(candidates)[0] if config.ignore_dead_tests else candidates
+        rho = config.min_success - RHO_STEP
+        while rho > 1e-9:
+            chosen = apply_policy(name, cands, dataclasses.replace(config, min_success=rho))
+            if chosen.index is not None:
+                return chosen.index, f"rho={rho:.1f}"
+            rho -= RHO_STEP
+        success = [execution_success(c) for c in cands]
+        if max(success, default=0.0) > 0:
+            top = max(success)
+            pool = [i for i, v in enumerate(success) if v >= top - 1e-9]
+            return _best(pool, candidates, use_probe), "most_tests"
+    return _best(pool, candidates, use_probe), "probe" if use_probe else "fluency"
+
+
+def _best(pool: list[int], candidates: Sequence[Candidate], use_probe: bool) -> int:
+    def key(i: int) -> tuple:
+        c = candidates[i]
+        probe = c.extra_score if use_probe and c.extra_score is not None else float("-inf")
+        return (probe, c.mean_logprob, -i)
+    return max(pool, key=key)
 
 
 def as_plain(obj):

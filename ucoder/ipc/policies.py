@@ -146,3 +146,32 @@ def _any_parsable(ev: Evidence) -> tuple[int | None, str]:
     texts = "\0".join(c.completion for c in ev.candidates)
     return random.Random(f"{ev.config.seed}\0{texts}").choice(ok), \
         f"random among {len(ok)} that parse"
+
+
+def probe_key(ev: Evidence, i: int) -> float:
+    """A candidate's probe score (``extra_score``); unscored candidates rank last."""
+    score = ev.candidates[i].extra_score
+    return float("-inf") if score is None else float(score)
+
+
+@_register("probe", "the highest probe score (Candidate.extra_score), then lowest "
+           "perplexity; no execution", needs_execution=False)
+def _probe(ev: Evidence) -> tuple[int | None, str]:
+    scored = [i for i, c in enumerate(ev.candidates) if c.extra_score is not None]
+    if not scored:
+        return None, "no candidate has a probe score"
+    best = max(scored, key=lambda i: (probe_key(ev, i), ev.candidates[i].mean_logprob, -i))
+    return best, f"highest probe score ({probe_key(ev, best):.3f}) of {len(scored)}"
+
+
+@_register("ucoder+probe", "the paper's cluster (success >= rho, size >= tau); inside it "
+           "the best success, then the highest probe score, then lowest perplexity")
+def _ucoder_probe(ev: Evidence) -> tuple[int | None, str]:
+    # The probe replaces fluency as the tie-break inside the winning cluster; with no
+    # cluster the policy declines, so a round drops the problem and ``ucoder eval`` takes
+    # the fallback ladder (ucoder.evaluation.selection), where the probe decides.
+    if ev.consensus is None:
+        return None, ev.why
+    best = max(ev.consensus, key=lambda i: (ev.success[i], probe_key(ev, i),
+                                            ev.candidates[i].mean_logprob, -i))
+    return best, ev.why + ", probe breaks ties"
