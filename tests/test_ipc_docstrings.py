@@ -143,7 +143,9 @@ def test_a_round_rewrites_a_wrong_example_from_the_selected_code(tmp_path, box):
             return [a.replace("double(2) == 4", "double(2) == 5")
                     for a in super()._answers(prompt, prefix, i, n)]
 
-    RoundRunner(WrongExample(), tmp_path, CONFIG, sandbox=box).run()
+    stats = RoundRunner(WrongExample(), tmp_path, CONFIG, sandbox=box).run()
+    assert stats["examples"] == {"agreed": 1, "rewritten": 1, "removed": 0, "added": 0,
+                                 "prompts_rewritten": 1}
     (rewrite,) = read_jsonl(tmp_path / "rewrites.jsonl")
     assert rewrite["problem_id"] == "p0000" and rewrite["rewritten"] == 1
     assert ">>> double(2)\n    5\n" in rewrite["before"]

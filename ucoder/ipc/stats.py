@@ -75,6 +75,18 @@ def _rows(path: Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
+def example_stats(selected: list[dict]) -> dict:
+    """Docstring examples of the selected pairs after :mod:`ucoder.ipc.agreement`:
+    totals of agreed/rewritten/removed/added, and prompts that changed."""
+    counts = Counter()
+    for row in selected:
+        counts.update(row.get("scores", {}).get("examples") or {})
+    changed = sum(any(row.get("scores", {}).get("examples", {}).get(k)
+                      for k in ("rewritten", "removed", "added")) for row in selected)
+    return {k: counts.get(k, 0) for k in ("agreed", "rewritten", "removed", "added")} | {
+        "prompts_rewritten": changed}
+
+
 def round_stats(out: Path, stages: Sequence[str], timings: dict,
                 data: dict[str, list[dict]]) -> dict:
     """Counts per stage, drop reasons per stage, cluster sizes, seconds per stage, the
@@ -114,6 +126,7 @@ def round_stats(out: Path, stages: Sequence[str], timings: dict,
         "execution_status": dict(Counter(e["status"] for e in executions).most_common()),
         "mean_execution_success": round(sum(success) / len(success), 4) if success else None,
         "skeleton_sources": dict(skeletons),
+        "examples": example_stats(data["selected"]),
         "seconds": {s: timings.get(s) for s in stages},
         "seconds_total": round(sum(v for v in timings.values() if v), 2),
     }
