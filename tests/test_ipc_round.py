@@ -15,6 +15,7 @@ import pytest
 from ucoder.generation import Sample, Sampler
 from ucoder.ipc.config import RoundConfig, load_round_config, round_config_from_dict
 from ucoder.ipc.consensus import SelectionConfig
+from ucoder.ipc.pairs import check_pairs
 from ucoder.ipc.prompts import PROBLEM_PREFIX, RATING_PREFIX, TEST_PREFIX
 from ucoder.ipc.round import STAGES, RoundRunner
 from ucoder.jsonl import read_jsonl
@@ -228,7 +229,9 @@ def test_a_small_round_on_the_embedded_model(tmp_path, box):
     assert runner.ran == list(STAGES)
     assert stats["counts"]["problems"] >= 1  # the model writes parsable problems
     assert (tmp_path / "stats.json").exists()
-    for row in read_jsonl(tmp_path / "selected.jsonl"):
+    selected = read_jsonl(tmp_path / "selected.jsonl")
+    for row in selected:
         assert row["prompt"].startswith("Complete the following Python function:")
         assert "```" not in row["completion"]
+    assert check_pairs(selected, box) == [None] * len(selected)  # clean, examples agree
     assert RoundRunner(None, tmp_path, cfg).run()["selected"] == stats["selected"]
