@@ -69,3 +69,30 @@ def test_preallocated_cache_gives_the_same_logits_as_a_forward_pass():
                  for i in range(5, ids.shape[1])]
     got = torch.cat([first, torch.stack(steps)])
     assert torch.allclose(got, full, atol=1e-5), (got - full).abs().max()
+
+
+def _manual_logprobs(model, prompt_ids, completion_ids):
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+    return [float(logp[len(prompt_ids) - 1 + k, t]) for k, t in enumerate(completion_ids)]
+
+
+def test_bfloat16_copy_stays_within_its_tolerance_and_leaves_the_model_alone():
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden_size=64)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sampler = Sampler(model, tok, chat=False, show_progress=False, dtype="bfloat16")
+    groups = sampler.sample(PROMPTS, 2, max_new_tokens=16, temperature=1.0, seed=2)
+    diffs = []
+    for prompt, group in zip(PROMPTS, groups):
+        for s in group:
+            exact = _manual_logprobs(model, sampler.encode_prompt(prompt), s.token_ids)
+            diffs.append(abs(s.sum_logprob - sum(exact)) / max(s.num_tokens, 1))
+    # bf16 keeps 8 mantissa bits: per-token log-probs move (~1e-2 on the 135M model).
+    assert 0 < max(diffs) < 0.02, diffs  # > 0: the bf16 copy did the sampling
+    assert sampler._generator_model is model  # the copy is dropped after the call
+    assert all(p.dtype == torch.float32 and torch.equal(p, before[n])
+               for n, p in model.named_parameters())
+    with pytest.raises(ValueError, match="dtype='int3'"):
+        Sampler(model, tok, dtype="int3")

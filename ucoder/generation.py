@@ -37,6 +37,7 @@ from ucoder.kv_cache import preallocated_cache
 # vocabulary for every row and step costs more than the model's small layers.
 TOP_CANDIDATES = 256
 DECODE_PATHS = ("fast", "reference")
+COPY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -87,16 +88,26 @@ class Sampler:
         show_progress: show a tqdm bar (samples done, tokens/s).
         decode: ``fast`` (preallocated KV cache, see the module docstring) or
             ``reference`` (the earlier, slower path; same distribution).
+        dtype: generate from a copy of the model in this dtype (``bfloat16``,
+            ``float32``, ``float16``), made at each :meth:`sample` call with any LoRA
+            merged and 4-bit weights de-quantized (``ucoder.models.merged_generation_copy``),
+            so it follows training. ``None``: the model as it is. ``bfloat16`` is faster
+            on CPUs with AVX512-BF16 or AMX but changes the numbers (log-probs move by
+            about 1e-2 per token), so it is never picked for you.
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int = 64, chat: bool | None = None,
                  system_prompt: str | None = None, show_progress: bool = True,
-                 decode: str = "fast"):
+                 decode: str = "fast", dtype: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: expected >= 1")
         if decode not in DECODE_PATHS:
             raise ValueError(f"decode={decode!r} is not allowed: expected one of {DECODE_PATHS}")
-        self.decode = decode
+        if dtype is not None and dtype not in COPY_DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not allowed: expected None or one of "
+                             f"{sorted(COPY_DTYPES)}")
+        self.decode, self.dtype = decode, dtype
+        self._generator_model = model
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -183,6 +194,10 @@ class Sampler:
         bar = tqdm(total=len(prompts) * n, desc="sampling", unit="sample",
                    disable=not self.show_progress, dynamic_ncols=True)
         start, produced = time.perf_counter(), 0
+        if self.dtype is not None:
+            from ucoder.models import merged_generation_copy
+
+            self._generator_model = merged_generation_copy(self.model, COPY_DTYPES[self.dtype])
         try:
             for batch in _plan_batches(encoded, n, self.batch_size):
                 batch_rows = [rows[i][j] for i, j in batch]
@@ -190,6 +205,7 @@ class Sampler:
                                                top_p, top_k, list(stop), generator, bar)
         finally:
             bar.close()
+            self._generator_model = self.model  # free the copy
             self.model.train(was_training)
         seconds = time.perf_counter() - start
         self.last_stats = {"tokens": produced, "seconds": seconds,
@@ -246,9 +262,9 @@ class Sampler:
         return produced
 
     def _forward(self, input_ids, mask, positions, cache, logits_to_keep):
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=logits_to_keep,
-                         **{self._cache_kw: cache})
+        out = self._generator_model(input_ids=input_ids, attention_mask=mask,
+                                    position_ids=positions, use_cache=True,
+                                    logits_to_keep=logits_to_keep, **{self._cache_kw: cache})
         return out.logits[:, -1, :]
 
     def _finished(self, row: _Row, stop: list[str]) -> str | None:
