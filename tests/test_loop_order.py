@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from lightning import Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from tests.test_loop import ScriptedRound, ScriptedSampler, make_loop, make_parts, tiny_dir
+from tests.test_loop import (
+    ScriptedRound,
+    ScriptedSampler,
+    make_loop,
+    make_parts,
+    tiny_dir,  # noqa: F401 - the tiny model fixture, shared
+)
 from ucoder.ipc import prompts as P
 from ucoder.ipc.round import RoundConfig
 
-__all__ = ["tiny_dir"]  # the module-scoped model fixture, shared with test_loop
 TIME_FIELDS = {"updated", "seconds", "stage_seconds", "seconds_total"}
 
 
@@ -36,8 +40,8 @@ class KillingRound(ScriptedRound):
         return self.sampler
 
 
-def fit(root, loop, order: str, ckpt_path=None):
-    module, data, _ = make_parts(tiny_dir_path[0])
+def fit(model_dir, root, loop, order: str, ckpt_path=None):
+    module, data, _ = make_parts(model_dir)
     others = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True),
               EarlyStopping(monitor="eval/pass@1", mode="max", patience=5)]
     callbacks = [*others, loop] if order == "loop_last" else [loop, *reversed(others)]
@@ -49,9 +53,6 @@ def fit(root, loop, order: str, ckpt_path=None):
     return trainer
 
 
-tiny_dir_path: list[str] = []
-
-
 def without_time(value):
     if isinstance(value, dict):
         return {k: without_time(v) for k, v in value.items() if k not in TIME_FIELDS}
@@ -60,28 +61,26 @@ def without_time(value):
     return value
 
 
-def run_killed_and_resumed(root, order: str) -> dict:
-    torch.manual_seed(0)
+def run_killed_and_resumed(model_dir, root, order: str) -> dict:
     killer = make_loop()
     killer.round_step = KillingRound(RoundConfig(problems=2, tests=3, samples=4), batch_size=4)
     with pytest.raises(Killed):
-        fit(root, killer, order)
+        fit(model_dir, root, killer, order)
     assert [r["round"] for r in killer.rounds] == [0]  # died inside round 1
     done = (root / "round_1" / "tests.jsonl").stat().st_mtime_ns
 
     loop = make_loop()
-    trainer = fit(root, loop, order, ckpt_path="last")
+    trainer = fit(model_dir, root, loop, order, ckpt_path="last")
     assert [r["round"] for r in loop.rounds] == [0, 1] and trainer.current_epoch == 2
-    # Round 1 went on from its finished stage files; the probe went into the CSV log.
+    # Round 1 went on from its finished stage files; pass@1 went into the CSV log.
     assert (root / "round_1" / "tests.jsonl").stat().st_mtime_ns == done
     assert "eval/pass@1" in (root / "logs" / "version_1" / "metrics.csv").read_text()
     return json.loads((root / "report.json").read_text())
 
 
-def test_same_report_whatever_the_callback_order(tiny_dir, tmp_path):
-    tiny_dir_path[:] = [tiny_dir]
-    first = run_killed_and_resumed(tmp_path / "a" / "run", "loop_last")
-    second = run_killed_and_resumed(tmp_path / "b" / "run", "loop_first")
+def test_same_report_whatever_the_callback_order(tiny_dir, tmp_path):  # noqa: F811
+    first = run_killed_and_resumed(tiny_dir, tmp_path / "a" / "run", "loop_last")
+    second = run_killed_and_resumed(tiny_dir, tmp_path / "b" / "run", "loop_first")
     assert [r["round"] for r in first["rounds"]] == [0, 1]
     assert [e["when"] for e in first["eval"]] == ["before", "epoch_0", "epoch_1"]
     assert all(len(r["train_loss"]) == 1 for r in first["rounds"])
