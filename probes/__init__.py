@@ -35,10 +35,24 @@ from ucoder.probes.io import (
     weights_fingerprint,
 )
 from ucoder.probes.modules import PROBE_KINDS, LinearProbe, MLPProbe, ProbeModule, build_probe
+from ucoder.probes.rank import (
+    OBJECTIVES,
+    Calibrator,
+    Ranker,
+    fit_ranker,
+    group_normalise,
+    within_auroc,
+)
 from ucoder.probes.scorer import ProbeScorer
 from ucoder.probes.sweep import SweepResult, layer_sweep
 
 __all__ = [
+    "OBJECTIVES",
+    "Calibrator",
+    "Ranker",
+    "fit_ranker",
+    "group_normalise",
+    "within_auroc",
     "POSITIONS",
     "PROBE_KINDS",
     "LinearProbe",
