@@ -21,7 +21,13 @@ Usage::
 """
 
 from ucoder.probes.data import ProbeDataModule, group_kfold, grouped_split
-from ucoder.probes.extract import POSITIONS, extract_features, hidden_size, num_hidden_layers
+from ucoder.probes.extract import (
+    POSITIONS,
+    extract_features,
+    extract_positions,
+    hidden_size,
+    num_hidden_layers,
+)
 from ucoder.probes.fit import binary_metrics, evaluate_probe, fit_probe
 from ucoder.probes.io import (
     ProbeCompatibilityError,
@@ -68,6 +74,7 @@ __all__ = [
     "build_probe",
     "evaluate_probe",
     "extract_features",
+    "extract_positions",
     "fit_probe",
     "group_kfold",
     "grouped_split",

@@ -134,7 +134,6 @@ def _pool(states: torch.Tensor, rows, offsets: list[int], position: str) -> torc
     return torch.stack(out).float()
 
 
-@torch.no_grad()
 def extract_features(
     model,
     tokenizer,
@@ -163,8 +162,31 @@ def extract_features(
     Returns:
         ``float32`` tensor ``[N, len(layers), hidden]`` on the CPU, rows in input order.
     """
-    if position not in POSITIONS:
-        raise ValueError(f"position: {position!r} is not one of {', '.join(POSITIONS)}")
+    return extract_positions(model, tokenizer, prompts, completions, layers, [position],
+                             batch_size, max_length, add_special_tokens)[position]
+
+
+@torch.no_grad()
+def extract_positions(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[Completion],
+    layers: int | Sequence[int] = (-1,),
+    positions: Sequence[Position] = ("last_completion",),
+    batch_size: int = 8,
+    max_length: int | None = None,
+    add_special_tokens: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`extract_features` at several positions from one forward pass per batch.
+
+    Returns:
+        ``{position: float32 tensor [N, len(layers), hidden]}`` (what a position/layer
+        sweep reads, at the cost of one extraction).
+    """
+    bad = [p for p in positions if p not in POSITIONS] or ([] if positions else [positions])
+    if bad:
+        raise ValueError(f"position: {bad[0]!r} is not one of {', '.join(POSITIONS)}")
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     idx = resolve_layers(layers, num_hidden_layers(model))
@@ -179,7 +201,8 @@ def extract_features(
     pad_id = pad_id if pad_id is not None else (tokenizer.eos_token_id or 0)
     left = getattr(tokenizer, "padding_side", "right") == "left"
     device = _input_device(model)
-    out = torch.empty((len(rows), len(idx), hidden_size(model)), dtype=torch.float32)
+    out = {p: torch.empty((len(rows), len(idx), hidden_size(model)), dtype=torch.float32)
+           for p in positions}
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))  # less padding
     was_training = model.training
     model.eval()
@@ -190,7 +213,8 @@ def extract_features(
             kwargs, offsets = _batch(batch_rows, pad_id, left, device)
             hidden = model(**kwargs, output_hidden_states=True, use_cache=False).hidden_states
             for j, layer in enumerate(idx):
-                out[chunk, j] = _pool(hidden[layer], batch_rows, offsets, position).cpu()
+                for p in positions:
+                    out[p][chunk, j] = _pool(hidden[layer], batch_rows, offsets, p).cpu()
     finally:
         model.train(was_training)
     return out

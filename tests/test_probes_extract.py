@@ -151,3 +151,15 @@ def test_probes_package_imports_nothing_from_ucoder():
             # its own modules install as ucoder.probes.*; nothing else of ucoder is allowed
             assert not any(n.split(".")[0] == "ucoder" and not n.startswith("ucoder.probes")
                            for n in names), path
+
+
+def test_several_positions_in_one_pass_equal_separate_calls(family):
+    from ucoder.probes import extract_positions
+
+    model, tok = family
+    both = extract_positions(model, tok, PROMPTS, COMPLETIONS, [0, -1],
+                             ["last_completion", "mean_completion"], batch_size=2)
+    for position in ("last_completion", "mean_completion"):
+        alone = extract_features(model, tok, PROMPTS, COMPLETIONS, [0, -1], position)
+        assert torch.allclose(both[position], alone, atol=1e-5)
+    assert not torch.allclose(both["last_completion"], both["mean_completion"])
