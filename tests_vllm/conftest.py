@@ -86,5 +86,5 @@ def hf_token_logprobs(model, prompt_ids: list[int], cont_ids: list[int]):
 
 def pytest_terminal_summary(terminalreporter):
     if STATS:
-        line = ", ".join(f"{k}={v:.1f}" for k, v in STATS.items())
+        line = ", ".join(f"{k}={v:.3g}" for k, v in STATS.items())
         terminalreporter.write_line(f"vLLM backend (embedded model, float32, CPU): {line}")

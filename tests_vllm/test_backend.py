@@ -58,6 +58,8 @@ def test_greedy_matches_hf_up_to_first_near_tie(engine, hf):
         else:
             assert a.text == b.text and a.finish_reason == b.finish_reason
         compared += same
+    STATS["greedy_tokens_equal"] = compared
+    STATS["greedy_tokens_total"] = sum(len(g[0].token_ids) for g in ref)
     assert compared >= 30  # the comparison covered real text, not just a first token
 
 
@@ -76,7 +78,9 @@ def test_logprobs_are_untempered_and_match_hf(engine, hf):
     raw = engine.llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)[0].outputs[0]
     per_token = [step[t].logprob for step, t in zip(raw.logprobs, raw.token_ids)]
     ref, _ = hf_token_logprobs(hf.model, ids, list(raw.token_ids))
-    assert max(abs(x - y) for x, y in zip(per_token, ref)) < LOGPROB_TOL
+    worst = max(abs(x - y) for x, y in zip(per_token, ref))
+    STATS["max_logprob_diff"] = worst
+    assert worst < LOGPROB_TOL
 
 
 def test_n_samples_and_seeds(engine):
