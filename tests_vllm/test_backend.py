@@ -121,6 +121,10 @@ def test_score_matches_teacher_forcing(engine, hf):
             ref, _ = hf_token_logprobs(hf.model, prompt_ids, cont_ids)
             assert got == pytest.approx(sum(ref), abs=LOGPROB_TOL * len(ref))
     assert all(v < 0 for g in scores for v in g)
+    # The same numbers as the HF backend's score() (contract C1).
+    ref_scores = hf.score(PROMPTS[:2], conts, prefix=prefix)
+    for got, ref in zip(scores, ref_scores):
+        assert got == pytest.approx(ref, abs=LOGPROB_TOL * 16)
 
 
 def test_lora_changes_output_and_none_restores_it(engine, hf, adapter_dir):

@@ -176,8 +176,10 @@ class VLLMBackend:
         token_ids = list(completion.token_ids)
         logprobs = [_chosen(step, tok) for step, tok in zip(completion.logprobs, token_ids)]
         finish = _finish_reason(completion)
-        if finish == "eos" and token_ids and token_ids[-1] in self._eos_ids():
-            # The EOS token ends the sample; as in the Sampler it is not part of it.
+        ender = {completion.stop_reason} if isinstance(completion.stop_reason, int) else set()
+        if finish == "eos" and token_ids and token_ids[-1] in self._eos_ids() | ender:
+            # The EOS token ends the sample; as in the Sampler it is not part of it (an
+            # int stop_reason is an extra EOS id from the model's generation config).
             token_ids, logprobs = token_ids[:-1], logprobs[:-1]
         total = float(sum(logprobs))
         count = len(token_ids)
