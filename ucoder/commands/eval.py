@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-report", default=None, metavar="REPORT.json",
                         help="no model: select again on this report's candidates and "
                              "generated tests (other --select/--signature/thresholds)")
+    parser.add_argument("--probe", default=None, metavar="DIR",
+                        help="a saved probe (ucoder probe fit): scores every candidate from "
+                             "its prompt_text + raw text for the probe and ucoder+probe "
+                             "policies; keeps the features beside --out, so --from-report "
+                             "--probe OTHER_DIR rescores with no model")
     parser.add_argument("--limit", type=int, default=None, help="first N problems only")
     parser.add_argument("--samples", type=int, default=8,
                         help="sampled candidates per problem (0: greedy only)")
@@ -82,16 +87,26 @@ def run(args: argparse.Namespace) -> int:
     if previous is not None:
         from ucoder.evaluation.reselect import reselect
 
+        if args.probe:
+            _rescore(previous, args.probe, args.from_report)
+
         report = reselect(previous, problems, policies=policies, selection=selection,
                           seed=args.seed, timeout=args.timeout, prompt_tests=args.prompt_tests)
         report["model"], report["from_report"] = previous.get("model"), args.from_report
+        report.update({k: previous[k] for k in ("probe", "probe_features") if k in previous})
         return _finish(report, args.out)
+    if args.probe and opts.backend != "hf":
+        raise ValueError(f"--probe={args.probe!r} reads hidden states, which needs "
+                         f"--backend=hf (got --backend={opts.backend})")
     sampler = build_backend(opts, batch_size=args.batch_size, seed=args.seed)
+    scorer = _scorer(sampler, args.probe, args.out) if args.probe else None
     report = evaluate(sampler, problems, samples=args.samples, policies=policies,
                       num_tests=args.tests, selection=selection, seed=args.seed,
                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       top_p=args.top_p, timeout=args.timeout, prompt_tests=args.prompt_tests,
-                      benchmark=str(args.benchmark))
+                      benchmark=str(args.benchmark), candidate_scorer=scorer)
+    if scorer is not None:
+        report["probe"], report["probe_features"] = scorer.info, str(scorer.path)
     report["model"], report["adapter"] = opts.model, opts.adapter
     report["backend"] = opts.backend
     return _finish(report, args.out)
@@ -109,6 +124,30 @@ def _selection(args: argparse.Namespace, policies: list[str]):
                          "an integer >= 1 (0 only with --prompt-tests)")
     return SelectionConfig(signature=args.signature, min_success=args.min_success,
                            min_cluster=args.min_cluster, seed=args.seed)
+
+
+def _scorer(sampler, probe_dir: str, out: str):
+    """The candidate scorer of ``--probe`` (features kept beside ``out``)."""
+    from ucoder.evaluation.probe_scores import features_path, probe_scorer
+    from ucoder.probes import load_probe
+
+    probe = load_probe(probe_dir, sampler.model)
+    scorer = probe_scorer(sampler.model, sampler.tokenizer, probe, features_path(out))
+    scorer.path = features_path(out)
+    scorer.info = {k: probe.meta.get(k) for k in ("path", "kind", "layer", "position",
+                                                  "base_model")}
+    return scorer
+
+
+def _rescore(report: dict, probe_dir: str, report_path: str) -> None:
+    """``--from-report --probe``: the probe's scores from the kept features, no model."""
+    from ucoder.evaluation.probe_scores import apply_scores, cached_features, features_path
+    from ucoder.probes import load_probe
+
+    path = report.get("probe_features") or features_path(report_path)
+    probe = load_probe(probe_dir)
+    apply_scores(report, probe, cached_features(report, probe, path))
+    report["probe_features"] = str(path)
 
 
 def _finish(report: dict, out: str) -> int:

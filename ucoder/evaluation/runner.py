@@ -35,7 +35,7 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
              selection=None, sandbox=None, seed: int = 0, max_new_tokens: int = 384,
              temperature: float = 0.8, top_p: float = 0.95, timeout: float = 5.0,
              prompt_tests: bool = False, progress: bool = True,
-             benchmark: str | None = None) -> dict[str, Any]:
+             benchmark: str | None = None, candidate_scorer=None) -> dict[str, Any]:
     """Evaluate selection policies on ``problems``; return the report (a JSON-able dict).
 
     Args:
@@ -55,6 +55,9 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
             (``BenchmarkProblem.examples``; part of the prompt, never the hidden tests).
         progress: show the sandbox's progress bars.
         benchmark: the name stored in the report (default: from the task ids).
+        candidate_scorer: ``(prompt_texts, raw_texts) -> scores`` for every sample (e.g.
+            :func:`ucoder.evaluation.probe_scores.probe_scorer`); stored as each
+            candidate's ``probe_score``, which the probe policies read.
 
     Returns:
         ``{"benchmark", "problems", "samples", "seconds", "policies": {name: {"pass@1",
@@ -77,6 +80,12 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
     with sandbox_or_new(sandbox, timeout) as box:
         runs = timed("sandbox_s", lambda: _execute(box, problems, greedy, sampled, testsets,
                                                    signature, timeout, progress))
+    if candidate_scorer is not None:
+        flat = [s for run in runs for s in run["samples"]]
+        scores = timed("probe_s", lambda: candidate_scorer([s["prompt_text"] for s in flat],
+                                                           [s["raw"] for s in flat]))
+        for s, score in zip(flat, scores, strict=True):
+            s["probe_score"] = round(float(score), 6)
     per_problem = select_all(problems, names, runs, selection, seed)
     settings = dict(num_tests=num_tests, seed=seed, temperature=temperature, top_p=top_p,
                     max_new_tokens=max_new_tokens, timeout=timeout,
