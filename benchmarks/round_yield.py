@@ -16,7 +16,9 @@ A pair counts only if it is clean by the new tree's checker,
 nothing else at top level, a whole docstring with an example) and then the docstring's
 examples run on the completion in the sandbox. The same checker reads both versions'
 ``selected.jsonl``. Generation minutes = the seconds of the sampling stages (problems,
-rated, skeletons, tests, candidates) from each round's ``timings.json``.
+rated, skeletons, tests, candidates) from each round's ``timings.json`` (wall time, so a
+busy machine adds noise; the script also prints the ratio per CPU minute of the whole
+round, from the children's ``getrusage``, which load disturbs much less).
 
 The ratio is pooled: (clean pairs / generation minutes) today over the same for the old
 commit, all seeds together. Its interval is a paired percentile bootstrap over seeds,
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -85,7 +88,7 @@ def run_round(tree: Path, out: Path, seed: int, check_pairs,
     """One round from ``tree``; its clean pairs, generation seconds and wall time."""
     cmd = [sys.executable, "-m", "ucoder", "round", "--out", str(out), "--seed", str(seed)]
     cmd += SETTINGS + (["--config", str(config)] if config else [])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(cmd, cwd=tree, env=_env(tree), capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"round failed in {tree}:\n{done.stderr[-3000:]}")
@@ -96,12 +99,19 @@ def run_round(tree: Path, out: Path, seed: int, check_pairs,
             "unclean_reasons": [r for r in reasons if r],
             "generation_s": sum(timings.get(s) or 0 for s in GENERATION_STAGES),
             "wall_s": round(time.perf_counter() - start, 1),
+            "cpu_s": round(_children_cpu() - cpu, 1),
             "selection": json.loads((out / "round.json").read_text())["config"]["selection"]}
 
 
-def pooled_ratio(new: list[dict], old: list[dict], index) -> float:
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pooled_ratio(new: list[dict], old: list[dict], index, key: str = "generation_s") -> float:
     rate = [sum(r["clean"] for r in (rows[i] for i in index))
-            / sum(r["generation_s"] for r in (rows[i] for i in index)) for rows in (new, old)]
+            / sum(r[key] for r in (rows[i] for i in index)) for rows in (new, old)]
     return rate[0] / rate[1] if rate[1] else float("inf")
 
 
@@ -150,6 +160,7 @@ def main() -> None:
         for name, tree in order:
             row = run_round(tree, args.out / f"{name}_seed{seed}", seed, check_pairs)
             results[name].append(row)
+            (args.out / "results.json").write_text(json.dumps(results, indent=1))
             print(f"{name} seed {seed}: {row['clean']}/{row['selected']} clean pairs, "
                   f"{row['generation_s']:.0f} s generation, {row['wall_s']} s wall, "
                   f"unclean: {row['unclean_reasons']}", flush=True)
@@ -157,8 +168,10 @@ def main() -> None:
     if args.report_seed is not None:
         report_round(new_tree, args.out / f"report_seed{args.report_seed}",
                      args.report_seed, check_pairs)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
     everything = range(len(args.seeds))
+    cpu_ratio = pooled_ratio(results["new"], results["old"], everything, "cpu_s")
+    print(f"clean pairs per CPU minute of the whole round (model load, sandbox and all; "
+          f"robust to the machine's load): new/old = {cpu_ratio:.2f}")
     ratio = pooled_ratio(results["new"], results["old"], everything)
     low, high = bootstrap(results["new"], results["old"])
     print(f"pairs_per_minute_vs_before={ratio:.2f} ci={low:.2f}-{high:.2f}")

@@ -66,3 +66,30 @@ def test_unclean_pairs_are_not_counted():
     assert check_pair(good) is None
     assert check_pair(twice) is not None and check_pair(chatty) is not None
     assert clean_pairs([good, twice, chatty]) == 1
+
+
+def test_plan_with_result_kinds_covers_every_topic_before_repeating():
+    from ucoder.ipc.problems import problem_plan
+    from ucoder.ipc.prompts import RESULT_KINDS, TOPICS, problem_prompt
+
+    plan = problem_plan(len(TOPICS) + 6, seed=3, kinds=True)
+    assert {p[2] for p in plan[:len(TOPICS)]} == set(TOPICS)
+    assert all(p[3] in RESULT_KINDS for p in plan) and len(set(plan)) == len(plan)
+    assert problem_plan(4, seed=3, kinds=True) != problem_plan(4, seed=4, kinds=True)
+    assert "The function returns a count." in problem_prompt("c", "easy", "sets", "returns a count")
+    assert "The function" not in problem_prompt(*problem_plan(1, seed=3)[0])
+
+
+def test_several_problems_per_prompt_share_one_prompt(tmp_path):
+    from ucoder.ipc.problems import generate_problems
+
+    calls = []
+
+    class Counting(Scripted):
+        def sample(self, prompts, n=1, **kwargs):
+            calls.append((len(prompts), n))
+            return super().sample(prompts, n, **kwargs)
+
+    kept, dropped = generate_problems(Counting(), 10, attempts=7, per_prompt=2)
+    assert calls == [(4, 2)]
+    assert len(kept) + len(dropped) == 8 and {p.entry_point for p in kept} == {"double", "shout"}

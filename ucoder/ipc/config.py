@@ -28,7 +28,11 @@ class RoundConfig:
             enough more for the rating to drop its share.
         tests: tests per problem (problem examples first, then the model's).
         samples: candidates per problem.
-        problem_attempts: problem prompts per wanted problem (a small model wastes some).
+        problem_attempts: problems asked for per wanted problem (a small model wastes some).
+        problems_per_prompt: problems sampled from each problem prompt (its prefill is
+            shared by them).
+        problem_kinds: each problem prompt also names what the function returns, so
+            prompts on one topic ask for different functions.
         min_rating: expected self-rated quality (1-10) below which a problem drops
             whatever its rank (:mod:`ucoder.ipc.rating`).
         rating_mode: ``filter`` (drop by the rating) or ``report`` (drop nothing, record
@@ -52,6 +56,8 @@ class RoundConfig:
     tests: int = 8
     samples: int = 8
     problem_attempts: float = 1.5
+    problems_per_prompt: int = 1
+    problem_kinds: bool = False
     min_rating: float = 3.0
     rating_mode: str = "filter"
     rating_drop_share: float = 0.25
@@ -76,7 +82,7 @@ class RoundConfig:
         if isinstance(self.selection, dict):
             self.selection = selection_from_dict(self.selection)
         for name in ("problems", "tests", "samples", "min_tests", "mutated_inputs",
-                     "problem_tokens",
+                     "problems_per_prompt", "problem_tokens",
                      "rating_tokens", "skeleton_tokens", "test_tokens", "solution_tokens"):
             value = getattr(self, name)
             low = 0 if name in ("min_tests", "mutated_inputs") else 1
@@ -101,9 +107,10 @@ class RoundConfig:
         if self.test_form not in TEST_FORMS:
             raise ValueError(f"test_form={self.test_form!r} is not allowed; choose one of "
                              f"{', '.join(TEST_FORMS)}")
-        if not isinstance(self.skeleton_by_model, bool):
-            raise ValueError(f"skeleton_by_model={self.skeleton_by_model!r} is not allowed; "
-                             "use true or false")
+        for name in ("skeleton_by_model", "problem_kinds"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; "
+                                 "use true or false")
         if not isinstance(self.selection, SelectionConfig):
             raise ValueError(f"selection={self.selection!r} is not allowed; use a mapping of "
                              "SelectionConfig fields")

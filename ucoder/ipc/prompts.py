@@ -38,18 +38,23 @@ Signature: def count_vowels(s: str) -> int
 Example: count_vowels("hello") == 2
 Hint: Loop over the characters.
 <PROBLEM_END>"""
+# What the function hands back. Crossed with the topics it gives 144 seeds, so two
+# prompts on one topic still ask for different functions.
+RESULT_KINDS = ("returns True or False", "returns a count", "returns a new list",
+                "returns a string", "returns a dictionary", "returns one number")
 PROBLEM_PROMPT = ("Write a new Python programming problem. Category: {category}. "
-                  "Difficulty: {difficulty}. Topic: {topic}.\nUse exactly this format:\n\n"
-                  "{example}\n\nNow write a different problem about {topic}.")
+                  "Difficulty: {difficulty}. Topic: {topic}.{kind}\nUse exactly this "
+                  "format:\n\n{example}\n\nNow write a different problem about {topic}.")
 PROBLEM_PREFIX = "<PROBLEM_START>\nTitle:"
 PROBLEM_STOP = ("<PROBLEM_END>", "```", "\n\n\n")
 _FIELD = re.compile(r"^\W*(title|problem description|description|function signature|signature"
                     r"|examples?(?: input/output)?|hint)\W*?:\s*(.*)$", re.IGNORECASE)
 
 
-def problem_prompt(category: str, difficulty: str, topic: str) -> str:
-    """The user prompt asking for one problem."""
+def problem_prompt(category: str, difficulty: str, topic: str, kind: str = "") -> str:
+    """The user prompt asking for one problem; ``kind``: what the function returns."""
     return PROBLEM_PROMPT.format(category=category, difficulty=difficulty, topic=topic,
+                                 kind=f" The function {kind}." if kind else "",
                                  example=PROBLEM_EXAMPLE)
 
 

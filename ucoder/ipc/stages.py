@@ -31,8 +31,9 @@ def problems(sampler, cfg, seed: int, avoid=()):
     attempts = math.ceil(pool * cfg.problem_attempts)
     kept, dropped = generate_problems(sampler, pool, attempts=attempts, seed=seed,
                                       temperature=cfg.problem_temperature, top_p=cfg.top_p,
-                                      max_new_tokens=cfg.problem_tokens,
-                                      avoid=avoid)
+                                      max_new_tokens=cfg.problem_tokens, avoid=avoid,
+                                      per_prompt=cfg.problems_per_prompt,
+                                      kinds=cfg.problem_kinds)
     return [p.to_row() for p in kept], dropped
 
 
