@@ -119,7 +119,10 @@ def bootstrap(new: list[dict], old: list[dict], n_boot: int = 10000) -> tuple[fl
     rng = np.random.default_rng(0)
     draws = [pooled_ratio(new, old, rng.integers(0, len(new), len(new)))
              for _ in range(n_boot)]
-    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+    # inverted_cdf picks drawn values (no interpolation), so a resample in which the old
+    # commit made no clean pair gives an interval end of inf rather than nan.
+    low, high = np.quantile(draws, [0.025, 0.975], method="inverted_cdf")
+    return float(low), float(high)
 
 
 def same_selection(a: dict, b: dict) -> None:
