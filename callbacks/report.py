@@ -60,6 +60,9 @@ class ReportWriter:
             "drop_reasons": stats.get("dropped", {}),
             "cluster_sizes": stats.get("cluster_size_histogram", {}),
             "stage_seconds": stats.get("seconds", {}),
+            "clean_selected": stats.get("clean_selected"),
+            "pairs_per_generation_minute": stats.get("pairs_per_generation_minute"),
+            "rating": stats.get("rating", {}),
             "probe_auroc": fit.get("auroc") if fit else None,
             "probe": fit,
             "train_loss": [e["train_loss"] for e in state.get("epochs", [])

@@ -20,7 +20,8 @@ from tests.test_loop import (
 from ucoder.ipc import prompts as P
 from ucoder.ipc.round import RoundConfig
 
-TIME_FIELDS = {"updated", "seconds", "stage_seconds", "seconds_total"}
+TIME_FIELDS = {"updated", "seconds", "stage_seconds", "seconds_total",
+               "pairs_per_generation_minute"}
 
 
 class Killed(RuntimeError):
