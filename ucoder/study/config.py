@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 MAIN_POLICY = "ucoder"
 DEFAULT_ABLATION = ("ucoder", "random_passing", "low_perplexity", "largest_cluster",
@@ -31,6 +32,9 @@ class StudyConfig:
         seed: seed of every fit (each starts from the same base with this seed), the
             sampling and the bootstrap.
         threads: torch CPU threads (None: torch's default).
+        generation: what evaluations decode with: ``merged_copy`` (the trained 4-bit
+            weights de-quantized with the adapter merged in: the same model, decoded
+            faster) or ``training_weights`` (the 4-bit model with its adapter as is).
     """
 
     out_dir: str = "runs/study"
@@ -46,6 +50,7 @@ class StudyConfig:
     alpha: float = 0.05
     seed: int = 0
     threads: int | None = None
+    generation: Literal["merged_copy", "training_weights"] = "merged_copy"
 
     def __post_init__(self):
         for name in ("rounds", "epochs_per_round", "max_new_tokens", "eval_batch_size",
@@ -57,6 +62,9 @@ class StudyConfig:
             raise ValueError(f"study.limit={self.limit!r} is not allowed; use null or >= 1")
         if not 0 < self.alpha < 0.5:
             raise ValueError(f"study.alpha={self.alpha!r} is not allowed; use (0, 0.5)")
+        if self.generation not in ("merged_copy", "training_weights"):
+            raise ValueError(f"study.generation={self.generation!r} is not allowed; use "
+                             "'merged_copy' or 'training_weights'")
         if len(set(self.ablation)) != len(self.ablation):
             raise ValueError(f"study.ablation={self.ablation!r} names a policy twice")
         from ucoder.ipc.consensus import list_policies

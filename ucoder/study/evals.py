@@ -46,12 +46,17 @@ def evaluate_greedy(path: Path, options: dict, problems, *, adapter: str | None,
     model, tokenizer = load_model(options["name"], load_in_4bit=options["load_in_4bit"],
                                   quant=options["quant"], dtype=options["dtype"],
                                   adapter=adapter)
+    if study.generation == "merged_copy":
+        from ucoder.models import merged_generation_copy
+
+        model = merged_generation_copy(model)
     model.eval()
     sampler = Sampler(model, tokenizer, batch_size=study.eval_batch_size)
     report = evaluate(sampler, problems, samples=0, policies=("greedy",),
                       max_new_tokens=study.max_new_tokens, timeout=study.timeout,
                       seed=study.seed, progress=False, benchmark=study.benchmark)
     record = summarize(report, problems, adapter, time.perf_counter() - start)
+    record["generation"] = study.generation
     write_json(path, record)
     return record
 
