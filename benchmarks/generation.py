@@ -1,24 +1,37 @@
-"""Sampling speed: ucoder's Sampler vs plain ``model.generate`` one prompt at a time
-(what a user writes first) and vs llama.cpp on the same GGUF (when ``llama_cpp`` is
-importable), in the same run, on the embedded model.
+"""Sampling speed: the Sampler against the baselines a user would pick, and the roofline.
 
-    .venv/bin/python benchmarks/generation.py [--prompts 8] [--samples 8] [--batch-size 32 64]
+    .venv/bin/python benchmarks/generation.py [--prompts 8] [--samples 8] [--batch-size 64]
+        [--repeats 3] [--threads 2] [--bf16]
 
-The workload is the one IPC runs: several prompts x n samples each, temperature 0.8,
-top-p 0.95. Tokens/s counts generated tokens (EOS excluded). The naive baseline and
-llama.cpp run a subset of the rows (they are one stream) and are compared as rates.
-Last line: ``sampler_vs_naive=<ratio> sampler_vs_llamacpp=<ratio or n/a>``.
+All in one run, on the embedded model, on the IPC candidates workload (chat template,
+answer prefix, the solution stage's stop strings, T=0.8, top-p 0.95):
+
+* ``Sampler`` (fast path, fp32) and ``Sampler(decode="reference")`` (the earlier path);
+* batched ``model.generate(num_return_sequences=n, stop_strings=..., top_k=256)`` on the
+  same rows in one batch (what a user writes with transformers);
+* ``model.generate`` one prompt at a time (naive, a subset of rows, compared as a rate);
+* with ``--bf16``, the opt-in ``Sampler(dtype="bfloat16")`` (different numerics);
+* the roofline: fp32 matmul GFLOP/s of the model's own layer shapes at the batch used
+  (output layer included) and of a large GEMM, on the Sampler's threads.
+
+Runners take turns (one repeat of each, then the next repeat), and each figure is the
+median over ``--repeats``. Rates are tokens per CPU-second of this process (steady on a
+shared machine with ``--threads 1``; wall-clock rates are printed beside them). Tokens
+count generated tokens up to the stop string or EOS (EOS excluded). Last line:
+``sampler_vs_naive=… sampler_vs_hf_batched=… sampler_vs_before=… sampler_vs_roofline=…``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
 from ucoder.generation import Sampler
-from ucoder.models import EMBEDDED_MODEL, embedded_gguf, load_model
+from ucoder.ipc.prompts import SOLUTION_PREFIX, SOLUTION_STOP
+from ucoder.models import EMBEDDED_MODEL, load_model
 
 PROMPTS = [
     "Write a Python function `is_palindrome(s: str) -> bool` that ignores case and spaces.",
@@ -30,78 +43,189 @@ PROMPTS = [
     "Write a Python function `word_counts(text)` returning a dict of word frequencies.",
     "Write a Python function that checks whether brackets in a string are balanced.",
 ]
+SAMPLING = {"temperature": 0.8, "top_p": 0.95}
 
 
-def sampler_rate(model, tok, prompts, n, max_new, batch_size) -> float:
-    sampler = Sampler(model, tok, batch_size=batch_size, show_progress=False)
-    sampler.sample(prompts[:1], 1, max_new_tokens=4, seed=0)  # warm-up
-    sampler.sample(prompts, n, max_new_tokens=max_new, temperature=0.8, top_p=0.95, seed=0)
-    return sampler.last_stats["tokens_per_s"]
+def gemm_gflops(m: int, k: int, n: int, seconds: float = 0.3) -> float:
+    """fp32 ``F.linear`` rate for an (m x k) input and an (n x k) weight, in GFLOP per
+    CPU-second (the same clock as the runners', see :class:`Clock`)."""
+    x, w = torch.randn(m, k), torch.randn(n, k)
+    torch.nn.functional.linear(x, w)  # warm-up
+    reps, start = 0, time.process_time()
+    while time.process_time() - start < seconds or reps < 3:
+        torch.nn.functional.linear(x, w)
+        reps += 1
+    return 2 * m * k * n * reps / (time.process_time() - start) / 1e9
 
 
-def naive_rate(model, tok, prompts, rows, max_new) -> float:
-    """One prompt per ``model.generate`` call, sampling like the Sampler does."""
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                     add_generation_prompt=True) for p in prompts]
-    produced, seconds = 0, 0.0
+def layer_shapes(config) -> list[tuple[str, int, int, int]]:
+    """(name, k, n, count per token) of every matmul of a Llama-style decoder."""
+    h, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    q = config.num_attention_heads * head_dim
+    layers = config.num_hidden_layers
+    return [("q_proj", h, q, layers), ("k_proj+v_proj", h, kv, 2 * layers),
+            ("o_proj", q, h, layers), ("gate_proj+up_proj", h, inter, 2 * layers),
+            ("down_proj", inter, h, layers), ("lm_head", h, config.vocab_size, 1)]
+
+
+def roofline(config, batch: int) -> dict[str, float]:
+    """Tokens/s ceilings of one decoding step at ``batch`` rows (fp32, current threads)."""
+    peak = statistics.median(gemm_gflops(2048, 2048, 2048) for _ in range(3))
+    print(f"large GEMM 2048^3 fp32: {peak:6.1f} GFLOP/s (practical peak)")
+    step_s, flops = 0.0, 0
+    for name, k, n, count in layer_shapes(config):
+        rate = gemm_gflops(batch, k, n)
+        step_s += count * 2 * batch * k * n / (rate * 1e9)
+        flops += count * 2 * k * n
+        print(f"  {name:<18} {batch}x{k}x{n:<6} x{count:<3} {rate:6.1f} GFLOP/s")
+    shapes = batch / step_s
+    print(f"matmul FLOPs/token {flops / 1e6:.0f} M; ceiling from the model's shapes "
+          f"{shapes:6.1f} tokens/s ({flops * shapes / 1e9:.1f} GFLOP/s), from the large-GEMM "
+          f"rate {peak * 1e9 / flops:6.1f} tokens/s")
+    return {"flops_per_token": flops, "shapes": shapes, "peak": peak * 1e9 / flops}
+
+
+class Clock:
+    """Wall and CPU seconds of the timed regions, and the tokens they produced.
+
+    On a machine shared with other jobs, the wall clock counts time the runner waited
+    for a core; CPU time (of this process) does not, so tokens per CPU-second is the
+    steadier figure with one thread, where CPU time is the work done.
+    """
+
+    def __init__(self):
+        self.tokens, self.wall, self.cpu = 0, 0.0, 0.0
+
+    def __enter__(self):
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall += time.perf_counter() - self._w
+        self.cpu += time.process_time() - self._c
+
+
+def sampler_run(model, tok, prompts, args, **options) -> Clock:
+    sampler = Sampler(model, tok, batch_size=args.batch_size, show_progress=False, **options)
+    with Clock() as clock:
+        sampler.sample(prompts, args.samples, max_new_tokens=args.max_new_tokens, seed=0,
+                       stop=list(SOLUTION_STOP), prefix=SOLUTION_PREFIX, **SAMPLING)
+    clock.tokens = sampler.last_stats["tokens"]
+    return clock
+
+
+def _chat_texts(tok, prompts) -> list[str]:
+    return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                     add_generation_prompt=True) + SOLUTION_PREFIX
+            for p in prompts]
+
+
+def _generated(tok, out, width: int) -> int:
+    """Tokens each row generated, up to (not counting) EOS or padding."""
+    ends = {tok.eos_token_id, tok.pad_token_id}
+    total = 0
+    for row in out[:, width:].tolist():
+        total += next((i for i, t in enumerate(row) if t in ends), len(row))
+    return total
+
+
+def hf_batched_run(model, tok, prompts, args) -> Clock:
+    """All rows in ``model.generate`` calls of ``batch_size`` rows (n per prompt)."""
+    tok.padding_side = "left"
+    per_call = max(1, args.batch_size // args.samples)
+    texts, clock = _chat_texts(tok, prompts), Clock()
     torch.manual_seed(0)
-    for k in range(rows):
+    for i in range(0, len(texts), per_call):
+        enc = tok(texts[i:i + per_call], return_tensors="pt", padding=True,
+                  add_special_tokens=False)
+        with clock, torch.inference_mode():
+            out = model.generate(**enc, do_sample=True, top_k=256, **SAMPLING,
+                                 num_return_sequences=args.samples,
+                                 max_new_tokens=args.max_new_tokens,
+                                 stop_strings=list(SOLUTION_STOP), tokenizer=tok,
+                                 pad_token_id=tok.pad_token_id)
+        clock.tokens += _generated(tok, out, enc["input_ids"].shape[1])
+    return clock
+
+
+def naive_run(model, tok, prompts, args) -> Clock:
+    """One prompt per ``model.generate`` call, sampling like the Sampler does."""
+    texts, clock = _chat_texts(tok, prompts), Clock()
+    torch.manual_seed(0)
+    for k in range(args.naive_rows):
         ids = tok(texts[k % len(texts)], return_tensors="pt", add_special_tokens=False)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(**ids, do_sample=True, temperature=0.8, top_p=0.95,
-                                 max_new_tokens=max_new, pad_token_id=tok.pad_token_id)
-        seconds += time.perf_counter() - start
-        new = out[0, ids["input_ids"].shape[1]:].tolist()
-        produced += len([t for t in new if t != tok.eos_token_id])
-    return produced / seconds
+        with clock, torch.inference_mode():
+            out = model.generate(**ids, do_sample=True, **SAMPLING,
+                                 max_new_tokens=args.max_new_tokens,
+                                 stop_strings=list(SOLUTION_STOP), tokenizer=tok,
+                                 pad_token_id=tok.pad_token_id)
+        clock.tokens += _generated(tok, out, ids["input_ids"].shape[1])
+    return clock
 
 
-def llamacpp_rate(prompts, rows, max_new, threads) -> float | None:
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    llm = Llama(model_path=str(embedded_gguf("smollm2-135m-instruct")), n_ctx=1024,
-                n_threads=threads, verbose=False, seed=0)
-    produced, seconds = 0, 0.0
-    for k in range(rows):
-        start = time.perf_counter()
-        out = llm.create_chat_completion([{"role": "user", "content": prompts[k % len(prompts)]}],
-                                         temperature=0.8, top_p=0.95, max_tokens=max_new)
-        seconds += time.perf_counter() - start
-        produced += out["usage"]["completion_tokens"]
-    return produced / seconds
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--samples", type=int, default=8, help="samples per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 64])
-    ap.add_argument("--naive-rows", type=int, default=6, help="rows for the one-stream tools")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="turns per runner (median)")
+    ap.add_argument("--naive-rows", type=int, default=3, help="rows for the one-stream run")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    ap.add_argument("--bf16", action="store_true", help="also time Sampler(dtype='bfloat16')")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     prompts = PROMPTS[:args.prompts]
-    model, tok = load_model(EMBEDDED_MODEL)
+    model, tok = load_model(EMBEDDED_MODEL, device="cpu")
     print(f"model={EMBEDDED_MODEL} dtype={model.dtype} threads={args.threads} "
-          f"rows={len(prompts)}x{args.samples} max_new_tokens={args.max_new_tokens}")
+          f"rows={len(prompts)}x{args.samples} batch={args.batch_size} "
+          f"max_new_tokens={args.max_new_tokens} repeats={args.repeats}")
+    ceiling = roofline(model.config, min(args.batch_size, len(prompts) * args.samples))
+    runners = {
+        "sampler": lambda: sampler_run(model, tok, prompts, args),
+        "before": lambda: sampler_run(model, tok, prompts, args, decode="reference"),
+        "hf_batched": lambda: hf_batched_run(model, tok, prompts, args),
+        "naive": lambda: naive_run(model, tok, prompts, args),
+    }
+    if args.bf16:
+        runners["sampler_bf16"] = lambda: sampler_run(model, tok, prompts, args,
+                                                      dtype="bfloat16")
+    sampler_run(model, tok, prompts[:1], argparse.Namespace(**{**vars(args), "samples": 1,
+                                                                "max_new_tokens": 4}))
+    clocks: dict[str, list[Clock]] = {name: [] for name in runners}
+    for turn in range(args.repeats):
+        for name, run in runners.items():
+            c = run()
+            clocks[name].append(c)
+            print(f"turn {turn} {name:<12} {c.tokens:5d} tokens {c.tokens / c.wall:7.1f}/s wall "
+                  f"{c.tokens / c.cpu:7.1f}/s cpu", flush=True)
+    report(clocks, ceiling, args.bf16)
 
-    naive = naive_rate(model, tok, prompts, args.naive_rows, args.max_new_tokens)
-    print(f"naive model.generate, one prompt at a time: {naive:7.1f} tokens/s")
-    rates = {}
-    for bs in args.batch_size:
-        rates[bs] = sampler_rate(model, tok, prompts, args.samples, args.max_new_tokens, bs)
-        print(f"Sampler batch_size={bs:<3}: {rates[bs]:7.1f} tokens/s")
-    best_bs = max(rates, key=rates.get)
-    llama = llamacpp_rate(prompts, args.naive_rows, args.max_new_tokens, args.threads)
-    print("llama.cpp single stream: " + ("not installed" if llama is None
-                                        else f"{llama:7.1f} tokens/s"))
-    vs_llama = "n/a" if llama is None else f"{rates[best_bs] / llama:.2f}"
-    print(f"sampler_vs_naive={rates[best_bs] / naive:.2f} sampler_vs_llamacpp={vs_llama}")
 
+def report(clocks: dict[str, list[Clock]], ceiling: dict[str, float], bf16: bool) -> None:
+    """Medians per runner, and the ratios (on tokens per CPU-second, see :class:`Clock`)."""
+    med = {}
+    for name, runs in clocks.items():
+        wall = statistics.median(c.tokens / c.wall for c in runs)
+        med[name] = statistics.median(c.tokens / c.cpu for c in runs)
+        print(f"{name:<12} median {med[name]:7.1f} tokens/cpu-s "
+              f"= {med[name] * ceiling['flops_per_token'] / 1e9:5.1f} GFLOP/s "
+              f"(wall {wall:7.1f} tokens/s; n={len(runs)} runs)")
+    if bf16:
+        print(f"sampler_bf16_vs_before={med['sampler_bf16'] / med['before']:.2f} "
+              f"sampler_bf16_vs_hf_batched={med['sampler_bf16'] / med['hf_batched']:.2f} "
+              "(opt-in, bf16 numerics)")
+    print(f"sampler_vs_shapes_ceiling={med['sampler'] / ceiling['shapes']:.2f}")
+    print(f"sampler_vs_naive={med['sampler'] / med['naive']:.2f} "
+          f"sampler_vs_hf_batched={med['sampler'] / med['hf_batched']:.2f} "
+          f"sampler_vs_before={med['sampler'] / med['before']:.2f} "
+          f"sampler_vs_roofline={med['sampler'] / ceiling['peak']:.2f}")
 
 if __name__ == "__main__":
     main()
