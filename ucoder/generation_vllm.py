@@ -144,6 +144,8 @@ class VLLMBackend:
             One list of ``n`` :class:`Sample` per prompt.
         """
         _check_args(n, max_new_tokens, temperature, top_p, top_k)
+        if not prompts:
+            return []
         texts = [self.format_prompt(p, prefix) for p in prompts]
         inputs = [TokensPrompt(prompt_token_ids=self.encode_prompt(t)) for t in texts]
         params = [self._params(n, max_new_tokens, temperature, top_p, top_k, stop, seed + i * n)
@@ -213,6 +215,8 @@ class VLLMBackend:
                 tail = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
                 inputs.append(TokensPrompt(prompt_token_ids=head + tail))
                 spans.append((len(head), len(head) + len(tail)))
+        if not inputs:
+            return [[] for _ in prompts]
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         if self._device == "cpu":
             # vLLM's CPU LoRA kernels index the logits of a batch by request, which breaks
