@@ -87,6 +87,23 @@ class Ranker:
         x = (features.float() - self.mean) / self.std
         return x @ self.weight + self.bias
 
+    def to_probe(self, calibrator: Calibrator | None = None, *, layer: int = -1,
+                 position: str = "last_completion", meta: dict | None = None):
+        """A :class:`~ucoder.probes.LinearProbe` giving ``calibrator(score)``: it saves,
+        loads and scores (``ProbeScorer``, ``ucoder eval --probe``) like any probe."""
+        from ucoder.probes.modules import LinearProbe
+
+        a, b = (calibrator.a, calibrator.b) if calibrator else (1.0, 0.0)
+        probe = LinearProbe(self.weight.numel())
+        probe.head.set_normalization(self.mean, self.std)
+        with torch.no_grad():
+            probe.head.net[-1].weight.copy_(a * self.weight.unsqueeze(0))
+            probe.head.net[-1].bias.fill_(a * self.bias + b)
+        probe.eval()
+        probe.meta = {"kind": "linear", "layer": layer, "position": position,
+                      "objective": self.objective, **(meta or {})}
+        return probe
+
 
 def fit_ranker(features: torch.Tensor, labels: Sequence[bool], groups: Sequence, *,
                objective: str = "pairwise", weight_decay: float = 1e-2, lr: float = 1e-2,

@@ -66,3 +66,16 @@ def test_calibrator_maps_scores_to_probabilities_that_match_the_rate():
     assert abs(float(probs.mean()) - sum(y) / len(y)) < 0.05
     order = torch.argsort(scores)
     assert torch.all(probs[order][1:] >= probs[order][:-1] - 1e-6)  # monotone
+
+
+def test_a_calibrated_ranker_saves_and_loads_as_a_probe(tmp_path):
+    from ucoder.probes import load_probe, save_probe
+
+    x, y, g = _data()
+    ranker = fit_ranker(x, y, g, objective="listwise")
+    calib = Calibrator.fit(ranker.score(x), y)
+    probe = ranker.to_probe(calib, layer=3, position="mean_completion")
+    save_probe(probe, tmp_path / "p")
+    loaded = load_probe(tmp_path / "p")
+    assert loaded.meta["layer"] == 3 and loaded.meta["objective"] == "listwise"
+    assert torch.allclose(loaded.predict_proba(x), calib(ranker.score(x)), atol=1e-5)
