@@ -114,3 +114,17 @@ def test_score_with_other_hidden_size(model_dir, candidates, tmp_path, capsys):
     assert _run("score", "--candidates", candidates, "--probe", out, "--model", other,
                 "--out", tmp_path / "s.jsonl") == 2  # fmt: skip
     assert "hidden size 32" in capsys.readouterr().err
+
+
+def test_fit_a_within_problem_ranker_then_score(model_dir, candidates, tmp_path):
+    out = tmp_path / "ranker"
+    assert _run("fit", "--candidates", candidates, "--label-field", "passed", "--model",
+                model_dir, "--out", out, "--objective", "pairwise", "--layer", "1") == 0
+    probe = load_probe(out)
+    assert probe.meta["objective"] == "pairwise" and probe.meta["layer"] == 1
+    report = json.loads((out / "fit_report.json").read_text())
+    assert report["metrics"]["val/problems_with_both"] >= 1
+    assert report["metrics"]["val/within_auroc"] > 0.8
+    scored = tmp_path / "scored.jsonl"
+    assert _run("score", "--candidates", candidates, "--probe", out, "--out", scored) == 0
+    assert all(0 <= r["probe_score"] <= 1 for r in read_jsonl(scored))

@@ -69,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(fit)
     _train_opts(fit)
     fit.add_argument("--layer", type=int, default=-1, help="hidden-state index (-1 = last)")
+    fit.add_argument("--objective", default="pointwise",
+                     choices=["pointwise", "pairwise", "listwise"],
+                     help="pointwise: correct or not across problems (the --kind probe); "
+                          "pairwise/listwise: rank the candidates inside each problem "
+                          "(linear, Platt-calibrated; what a selection needs)")
     sweep = sub.add_parser("sweep", help="one probe per layer; keep the best on validation")
     _common(sweep)
     _train_opts(sweep)
@@ -175,7 +180,9 @@ def _fit(args: argparse.Namespace) -> int:
     common = dict(max_epochs=args.max_epochs, seed=args.seed, val_fraction=args.val_fraction,
                   position=args.position, meta={"label_field": args.label_field})  # fmt: skip
     report: dict = {"layers": layers, "n_rows": len(cands.rows)}
-    if args.probe_command == "fit":
+    if args.probe_command == "fit" and args.objective != "pointwise":
+        probe, report["metrics"] = _fit_ranker(args, feats[:, 0], cands, layers[0])
+    elif args.probe_command == "fit":
         probe, metrics = fit_probe(feats[:, 0], cands.labels, cands.groups, args.kind,
                                    layer=layers[0], **common)  # fmt: skip
         report["metrics"] = metrics
@@ -188,9 +195,37 @@ def _fit(args: argparse.Namespace) -> int:
     save_probe(probe, args.out, model=model, base_model=name)
     write_json(args.out / f"{args.probe_command}_report.json", report)
     m = report["metrics"] if args.probe_command == "fit" else result.metrics[result.best_layer]
-    auroc = m.get("val/auroc", m.get("train/auroc"))
-    print(f"probe saved to {args.out} (layer {probe.meta['layer']}, auroc {auroc:.3f})")
+    key = next((k for k in ("val/auroc", "train/auroc", "val/within_auroc") if k in m), None)
+    shown = f"{key.split('/')[-1]} {m[key]:.3f}" if key else "no held-out problems"
+    print(f"probe saved to {args.out} (layer {probe.meta['layer']}, {shown})")
     return 0
+
+
+def _take(index, seq: list) -> list:
+    return [seq[i] for i in index]
+
+
+def _fit_ranker(args, feats, cands: Candidates, layer: int):
+    """A within-problem ranker (``--objective``) as a calibrated linear probe, with the
+    within-problem AUROC on the held-out problems (``val/within_auroc``)."""
+    from ucoder.probes import Calibrator, fit_ranker, grouped_split, within_auroc
+
+    labels, groups = cands.labels, cands.groups
+    train, val = grouped_split(groups, labels, args.val_fraction, args.seed)
+    try:
+        ranker = fit_ranker(feats[train], _take(train, labels), _take(train, groups),
+                            objective=args.objective, seed=args.seed)
+    except ValueError as err:
+        raise ProbeCommandError(f"--objective {args.objective}: {err}") from None
+    metrics = {"n_train": len(train), "n_val": len(val)}
+    if len(val):
+        within, per = within_auroc(ranker.score(feats[val]).tolist(), _take(val, labels),
+                                   _take(val, groups))
+        metrics.update({"val/within_auroc": within, "val/problems_with_both": len(per)})
+    calib = Calibrator.fit(ranker.score(feats[train]), _take(train, labels))
+    probe = ranker.to_probe(calib, layer=layer, position=args.position,
+                            meta={"label_field": args.label_field})
+    return probe, metrics
 
 
 def _score(args: argparse.Namespace) -> int:
