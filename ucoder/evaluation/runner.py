@@ -81,17 +81,21 @@ def evaluate(sampler, problems: Sequence[BenchmarkProblem], *, samples: int = 8,
         runs = timed("sandbox_s", lambda: _execute(box, problems, greedy, sampled, testsets,
                                                    signature, timeout, progress))
     if candidate_scorer is not None:
-        flat = [s for run in runs for s in run["samples"]]
-        scores = timed("probe_s", lambda: candidate_scorer([s["prompt_text"] for s in flat],
-                                                           [s["raw"] for s in flat]))
-        for s, score in zip(flat, scores, strict=True):
-            s["probe_score"] = round(float(score), 6)
+        timed("probe_s", lambda: _score_samples(runs, candidate_scorer))
     per_problem = select_all(problems, names, runs, selection, seed)
     settings = dict(num_tests=num_tests, seed=seed, temperature=temperature, top_p=top_p,
                     max_new_tokens=max_new_tokens, timeout=timeout,
                     prompt_tests=prompt_tests, selection=as_plain(selection))
     return build_report(problems, names, per_problem, samples, time.perf_counter() - start,
                         timing, benchmark, settings)
+
+
+def _score_samples(runs: list[dict], scorer) -> None:
+    """Every sample's ``probe_score`` from ``scorer(prompt_texts, raw_texts)``."""
+    flat = [s for run in runs for s in run["samples"]]
+    scores = scorer([s["prompt_text"] for s in flat], [s["raw"] for s in flat])
+    for s, score in zip(flat, scores, strict=True):
+        s["probe_score"] = round(float(score), 6)
 
 
 def _check_num_tests(num_tests, prompt_tests: bool) -> None:
