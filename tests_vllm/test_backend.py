@@ -135,6 +135,7 @@ def test_lora_changes_output_and_none_restores_it(engine, hf, adapter_dir):
         tuned = engine.sample(PROMPTS[:2], max_new_tokens=16, temperature=0)
     finally:
         engine.set_adapter(None)
+    assert engine.llm.llm_engine.list_loras() == set()  # the engine's copy is freed
     restored = engine.sample(PROMPTS[:2], max_new_tokens=16, temperature=0)
     ids = [g[0].token_ids for g in base]
     assert [g[0].token_ids for g in tuned] != ids

@@ -103,18 +103,19 @@ class VLLMBackend:
         The adapter is read again on every call, even from the same path, so an adapter
         re-saved after an epoch is the one used.
         """
-        if path is None:
-            self._lora = None
-            return
-        if not (Path(path) / "adapter_config.json").is_file():
+        if path is not None and not (Path(path) / "adapter_config.json").is_file():
             raise ModelLoadError(f"adapter={path!r} is not a PEFT adapter directory "
                                  "(no adapter_config.json)")
-        old, self._lora = self._lora, LoRARequest(f"adapter-{self._next_lora_id}",
-                                                  self._next_lora_id, str(path))
-        self._next_lora_id += 1
-        if old is not None:
+        if self._lora is not None:
             # Free the engine's copy of the previous adapter now rather than by eviction.
-            self.llm.llm_engine.remove_lora(old.lora_int_id)
+            engine = self.llm.llm_engine
+            if self._lora.lora_int_id in engine.list_loras():
+                engine.remove_lora(self._lora.lora_int_id)
+            self._lora = None
+        if path is not None:
+            self._lora = LoRARequest(f"adapter-{self._next_lora_id}", self._next_lora_id,
+                                     str(path))
+            self._next_lora_id += 1
 
     @property
     def adapter(self) -> str | None:
