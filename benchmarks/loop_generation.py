@@ -9,8 +9,9 @@ the same problems, with the same seed, n, temperature and max tokens. The traini
 is the embedded model loaded as the loop loads it for QLoRA (bitsandbytes 4-bit base,
 default options, plus a LoRA adapter whose B matrices are given small random weights, as
 after training). The copy is made inside the timed region, as the loop makes it after
-each epoch. Runners take turns; each figure is the median over ``--repeats``.
-Last line: ``merged_copy_vs_4bit=<ratio of tokens/s>``.
+each epoch. Runners take turns; each figure is the median over ``--repeats``, in tokens
+per CPU-second of this process (steady on a shared machine with one thread; wall-clock
+rates beside them). Last line: ``merged_copy_vs_4bit=<ratio>``.
 """
 
 from __future__ import annotations
@@ -70,15 +71,20 @@ def training_model():
     return model, tok
 
 
-def stage_rate(model, tok, args, copy_dtype: torch.dtype | None) -> tuple[float, int]:
-    """Tokens/s of the candidates stage and its kept rows; ``copy_dtype``: from a copy."""
-    start = time.perf_counter()
+def stage_rate(model, tok, args, copy_dtype: torch.dtype | None) -> tuple[float, float, int]:
+    """Tokens per wall- and per CPU-second of the candidates stage, and the kept rows.
+
+    ``copy_dtype`` set: generate from a merged copy in that dtype, made in the timed
+    region. CPU time (this process) is the steady figure on a shared machine.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
     gen_model = model if copy_dtype is None else merged_generation_copy(model, copy_dtype)
     sampler = Sampler(gen_model, tok, batch_size=args.batch_size, show_progress=False)
     rows, _ = sample_candidates(sampler, problems(), args.samples, seed=0,
                                 max_new_tokens=args.max_new_tokens)
-    seconds = time.perf_counter() - start
-    return sampler.last_stats["tokens"] / seconds, len(rows)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tokens = sampler.last_stats["tokens"]
+    return tokens / wall, tokens / cpu, len(rows)
 
 
 def parse_args() -> argparse.Namespace:
@@ -102,16 +108,18 @@ def main() -> None:
     runners = {"4bit+lora": None, "merged_fp32": torch.float32}
     if args.bf16:
         runners["merged_bf16"] = torch.bfloat16
-    rates: dict[str, list[float]] = {name: [] for name in runners}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     for turn in range(args.repeats):
         for name, dtype in runners.items():
-            rate, kept = stage_rate(model, tok, args, dtype)
-            rates[name].append(rate)
-            print(f"turn {turn} {name:<12} {rate:7.1f} tokens/s ({kept} candidates kept)",
-                  flush=True)
-    med = {name: statistics.median(v) for name, v in rates.items()}
+            wall, cpu, kept = stage_rate(model, tok, args, dtype)
+            rates[name].append((wall, cpu))
+            print(f"turn {turn} {name:<12} {wall:7.1f} tokens/s wall {cpu:7.1f}/s cpu "
+                  f"({kept} candidates kept)", flush=True)
+    med = {name: statistics.median(c for _, c in v) for name, v in rates.items()}
     for name, value in med.items():
-        print(f"{name:<12} median {value:7.1f} tokens/s (n={len(rates[name])})")
+        wall = statistics.median(w for w, _ in rates[name])
+        print(f"{name:<12} median {value:7.1f} tokens/cpu-s (wall {wall:7.1f} tokens/s; "
+              f"n={len(rates[name])} runs)")
     if args.bf16:
         print(f"merged_bf16_vs_4bit={med['merged_bf16'] / med['4bit+lora']:.2f} "
               "(opt-in, bf16 numerics)")

@@ -35,8 +35,9 @@ def manual_logprobs(model, prompt_ids, completion_ids):
     return [float(logp[start - 1 + k, t]) for k, t in enumerate(completion_ids)]
 
 
-def test_logprobs_equal_a_manual_forward_pass(model, tok):
-    sampler = plain(model, tok, batch_size=4)  # prompts of different lengths share batches
+@pytest.mark.parametrize("decode", ["fast", "reference"])
+def test_logprobs_equal_a_manual_forward_pass(model, tok, decode):
+    sampler = plain(model, tok, batch_size=4, decode=decode)  # prompts of varied lengths
     groups = sampler.sample(PROMPTS, 3, max_new_tokens=12, temperature=1.0, seed=1)
     for prompt, group in zip(PROMPTS, groups):
         for s in group:
@@ -47,8 +48,9 @@ def test_logprobs_equal_a_manual_forward_pass(model, tok):
                 assert s.mean_logprob == pytest.approx(s.sum_logprob / s.num_tokens)
 
 
-def test_greedy_matches_generate_one_prompt_at_a_time(model, tok):
-    sampler = plain(model, tok, batch_size=8)
+@pytest.mark.parametrize("decode", ["fast", "reference"])
+def test_greedy_matches_generate_one_prompt_at_a_time(model, tok, decode):
+    sampler = plain(model, tok, batch_size=8, decode=decode)
     groups = sampler.sample(PROMPTS, 1, max_new_tokens=10, temperature=0)
     for prompt, (s,) in zip(PROMPTS, groups):
         ids = torch.tensor([sampler.encode_prompt(prompt)])
