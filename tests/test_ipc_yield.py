@@ -54,6 +54,7 @@ def test_report_mode_keeps_every_problem_and_flags_the_lowest(tmp_path, box):
     assert stats["counts"]["rated"] == stats["counts"]["problems"] == 2
     assert [r["would_drop"] for r in ratings.values()] == [False, True]
     groups = stats["rating"]["groups"]
+    assert stats["rating"]["mode"] == "report"
     assert groups["would_drop"]["problems"] == 1 and groups["kept"]["problems"] == 1
 
 

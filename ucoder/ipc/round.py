@@ -99,6 +99,8 @@ class RoundRunner:
                      len(dropped), timings[stage])
         stats = round_stats(self.out, STAGES, timings, data)
         stats["ran"] = list(self.ran)
+        if stats["rating"]:  # in filter mode the would-drop group was dropped, not compared
+            stats["rating"]["mode"] = self.config.rating_mode
         write_json(self.out / "stats.json", stats)
         return stats
 
