@@ -156,3 +156,15 @@ def test_a_round_rewrites_a_wrong_example_from_the_selected_code(tmp_path, box):
     assert selected["p0001"]["scores"]["examples"] == {"agreed": 1, "rewritten": 0,
                                                        "removed": 0, "added": 0}
     assert check_pairs(list(selected.values()), box) == [None, None]
+
+
+def test_an_added_example_takes_an_input_of_the_signatures_types():
+    from ucoder.ipc.agreement import fits_signature
+
+    signature = "def f(scores: List[int], name: str, k=2) -> int"
+    assert fits_signature("f([1, 2], 'a')", signature)
+    assert fits_signature("f([1], 'a', 'anything')", signature)
+    assert not fits_signature("f(10, 'a')", signature)  # a list was asked for
+    assert not fits_signature("f([1], True)", signature)
+    assert not fits_signature("f(True)", "def f(n: int)") and fits_signature("f(1)",
+                                                                           "def f(x: float)")

@@ -1,8 +1,8 @@
 """Replayed rounds give clean pairs.
 
-``tests/fixtures/round_embedded.jsonl`` holds every generation call of one round of the
-embedded model (``ucoder round`` defaults: 12 problems, 8 samples, 8 tests, seed 0) and
-its raw answers, recorded once by ``tests/fixtures/record_round.py``. Replaying it through
+``tests/fixtures/round_embedded*.jsonl`` hold every generation call of one round of the
+embedded model (``ucoder round`` defaults: 12 problems, 8 samples, 8 tests; seeds 0 and 1)
+and its raw answers, recorded by ``tests/fixtures/record_round.py``. Replaying it through
 the current round code must give pairs that are all clean (:func:`ucoder.ipc.pairs.
 check_pairs`: the completion parses, defines its entry point once and holds nothing else
 at top level; the docstring is whole and its examples agree with the code when run).
@@ -27,7 +27,7 @@ RERECORD = "re-record: nice .venv/bin/python tests/fixtures/record_round.py"
 # Recording -> (round seed, fewest clean pairs its replay must give). Replay is
 # deterministic; each minimum is what the recording gave when it was made (see the
 # commit that recorded it), so fewer means the round code now loses pairs it kept.
-RECORDINGS = {"round_embedded.jsonl": (0, 2)}
+RECORDINGS = {"round_embedded.jsonl": (0, 2), "round_embedded_seed1.jsonl": (1, 4)}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,7 @@ def test_a_changed_sampling_call_is_a_clear_error(tmp_path, box):
 @pytest.mark.parametrize("name", sorted(RECORDINGS))
 def test_the_recorded_embedded_round_gives_clean_pairs(name, tmp_path, box):
     seed, min_pairs = RECORDINGS[name]
-    replay = ReplayBackend(FIXTURES / name, rerecord=f"{RERECORD} --seed {seed} --out "
-                                                    f"tests/fixtures/{name}")
+    replay = ReplayBackend(FIXTURES / name, rerecord=RERECORD)
     stats = RoundRunner(replay, tmp_path, RoundConfig(), sandbox=box, seed=seed).run()
     assert replay.remaining == 0, f"{replay.remaining} recorded calls were never asked for"
     selected = read_jsonl(tmp_path / "selected.jsonl")

@@ -117,6 +117,31 @@ def rewrite_docstring(doc: str, entry_point: str, values: dict[str, str | None],
     return new, counts
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+          "list": (list,), "List": (list,), "dict": (dict,), "Dict": (dict,),
+          "tuple": (tuple,), "Tuple": (tuple,), "set": (set,), "Set": (set,)}
+
+
+def fits_signature(call: str, signature: str) -> bool:
+    """Whether the literal arguments of ``call`` have the types the signature's plain
+    annotations name (``f(10)`` does not fit ``def f(xs: List[int])``); an argument
+    without such an annotation always fits. A new example should not teach a wrong type."""
+    try:
+        params = ast.parse(signature + ": pass").body[0].args
+        args = ast.parse(call, mode="eval").body.args
+        values = [ast.literal_eval(a) for a in args]
+    except (SyntaxError, ValueError, TypeError, AttributeError, IndexError, RecursionError):
+        return False
+    for value, param in zip(values, [*params.posonlyargs, *params.args]):
+        ann = param.annotation
+        name = ann.value if isinstance(ann, ast.Subscript) else ann
+        want = _TYPES.get(name.id) if isinstance(name, ast.Name) else None
+        if want and (not isinstance(value, want) or isinstance(value, bool) and bool
+                     not in want):
+            return False
+    return True
+
+
 def entry_docstring(source: str, entry_point: str) -> str | None:
     """The docstring of ``entry_point`` in ``source`` (a skeleton), or None."""
     try:
@@ -148,7 +173,8 @@ def align_problem(problem: Problem, values: dict[str, str | None], extra: Sequen
         return None, {}, "prompt has no docstring"
     new_doc, counts = rewrite_docstring(doc, ep, values, extra)
     if not valued_examples(new_doc, ep):
-        return None, counts, "no example: no input gives the selected code a plain value"
+        return None, counts, ("no example: no input of the signature's types gives the "
+                              "selected code a plain value")
     if not (counts["rewritten"] or counts["removed"] or counts["added"]):
         return None, counts, ""
     skeleton = build_skeleton(dataclasses.replace(problem, examples=[]), new_doc)
@@ -196,7 +222,7 @@ def align_pairs(sandbox, problems: dict[str, Problem], pairs: list[dict],
             continue
         calls = example_calls(doc, p.entry_point)
         extra = [c for c in inputs_only(tests_of.get(p.id, []), p.entry_point)
-                 if c not in calls][:EXTRA_INPUTS]
+                 if c not in calls and fits_signature(c, p.signature)][:EXTRA_INPUTS]
         todo.append((pair, p, calls, extra))
     values = run_calls(sandbox, [program_of(p, pair["completion"]) for pair, p, _, _ in todo],
                        [calls + extra for _, _, calls, extra in todo], timeout)
