@@ -5,8 +5,9 @@ Each problem's prompt is its skeleton in the HumanEval-style instruction
 and is cut at the closing fence. A candidate is kept in its clean form — the last
 definition of the entry point and the imports, helpers and constants it uses, nothing
 else (:func:`ucoder.ipc.code.extract_solution`); one that cannot be normalised (does not
-parse, lacks the entry point, is only a stub) is dropped with the reason, never executed. Kept candidates run in the
-sandbox after the skeleton's imports, against all tests of their problem.
+parse, lacks the entry point, is only a stub) is dropped with the reason, never executed.
+Kept candidates run in the sandbox after the skeleton's imports, against all tests of
+their problem.
 """
 
 from __future__ import annotations
