@@ -20,11 +20,11 @@ def _nudge_lora(model) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
-def _qlora(path, bf16_kernel: bool):
+def _qlora(path, bf16_kernel: bool, compute: str = "float32"):
     import bitsandbytes as bnb
 
     model, _ = load_model(str(path), load_in_4bit=True, device="cpu",
-                          quant=FourBitOptions(compute_dtype="float32"),
+                          quant=FourBitOptions(compute_dtype=compute),
                           lora=LoraOptions(r=4, alpha=8, dropout=0.0))
     for m in model.modules():
         if isinstance(m, bnb.nn.Linear4bit) and not bf16_kernel:
@@ -103,6 +103,17 @@ def test_copy_after_bitsandbytes_repacked_for_its_bf16_kernel(tiny_dir):
     assert all(torch.equal(packed[n], after[n]) for n in packed)
     with torch.no_grad():
         assert torch.equal(model(input_ids=IDS).logits, theirs)
+
+
+def test_copy_computes_in_the_4bit_compute_dtype_by_default(tiny_dir):
+    model = _qlora(tiny_dir, bf16_kernel=False, compute="bfloat16")
+    copy = merged_generation_copy(model)
+    assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert merged_generation_copy(model, torch.float32).dtype == torch.float32
+    with torch.no_grad():
+        ours, theirs = copy(input_ids=IDS).logits.float(), model(input_ids=IDS).logits.float()
+    # bf16 matmuls in both, but the copy also keeps norms and the output layer in bf16.
+    assert torch.allclose(ours, theirs, atol=5e-2), (ours - theirs).abs().max()
 
 
 def test_plain_model_copy_is_equal_and_separate():

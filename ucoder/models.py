@@ -352,7 +352,10 @@ def merged_generation_copy(model, dtype: torch.dtype | None = None) -> torch.nn.
 
     Args:
         model: a causal LM, plain or 4-bit, optionally PEFT-wrapped.
-        dtype: the copy's dtype; default: that of the model's embedding weights.
+        dtype: the copy's dtype. Default: the dtype the model's matmuls run in, i.e. the
+            4-bit layers' compute dtype (``bfloat16`` on GPUs and on CPUs with native
+            bf16, where bitsandbytes multiplies in bf16 anyway), else the dtype of the
+            embedding weights.
 
     Returns:
         The copy, in eval mode, on the model's device, with gradients off.
@@ -362,7 +365,7 @@ def merged_generation_copy(model, dtype: torch.dtype | None = None) -> torch.nn.
     from transformers import AutoModelForCausalLM
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    dtype = dtype or base.get_input_embeddings().weight.dtype
+    dtype = dtype or _compute_dtype(base)
     config = copy.deepcopy(base.config)
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attr):
@@ -385,6 +388,15 @@ def merged_generation_copy(model, dtype: torch.dtype | None = None) -> torch.nn.
     fresh.to(base.get_input_embeddings().weight.device)
     fresh.eval().requires_grad_(False)
     return fresh
+
+
+def _compute_dtype(base: torch.nn.Module) -> torch.dtype:
+    """The 4-bit layers' compute dtype, or the embedding dtype of a plain model."""
+    for module in base.modules():
+        compute = getattr(module, "compute_dtype", None)
+        if type(module).__name__ == "Linear4bit" and isinstance(compute, torch.dtype):
+            return compute
+    return base.get_input_embeddings().weight.dtype
 
 
 def _merged_state(base: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
