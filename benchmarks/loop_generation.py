@@ -2,16 +2,18 @@
 its merged generation copy (``ucoder.models.merged_generation_copy``), in one run.
 
     .venv/bin/python benchmarks/loop_generation.py [--samples 8] [--max-new-tokens 192]
-        [--repeats 3] [--threads 1] [--bf16]
+        [--repeats 3] [--threads 1] [--fp32]
 
 Both runners call the real stage (:func:`ucoder.ipc.solutions.sample_candidates`) on
 the same problems, with the same seed, n, temperature and max tokens. The training model
 is the embedded model loaded as the loop loads it for QLoRA (bitsandbytes 4-bit base,
 default options, plus a LoRA adapter whose B matrices are given small random weights, as
-after training). The copy is made inside the timed region, as the loop makes it after
-each epoch. Runners take turns; each figure is the median over ``--repeats``, in tokens
-per CPU-second of this process (steady on a shared machine with one thread; wall-clock
-rates beside them). Last line: ``merged_copy_vs_4bit=<ratio>``.
+after training). The copy is ``merged_generation_copy(model)`` as the loop makes it
+(its default dtype is the 4-bit compute dtype: bf16 on CPUs with AVX512-BF16, where
+bitsandbytes' 4-bit kernel multiplies in bf16 too), made inside the timed region;
+``--fp32`` adds a float32 copy. Runners take turns; each figure is the median over
+``--repeats``, in tokens per CPU-second of this process (steady on a shared machine with
+one thread; wall-clock rates beside them). Last line: ``merged_copy_vs_4bit=<ratio>``.
 """
 
 from __future__ import annotations
@@ -71,14 +73,18 @@ def training_model():
     return model, tok
 
 
-def stage_rate(model, tok, args, copy_dtype: torch.dtype | None) -> tuple[float, float, int]:
+def stage_rate(model, tok, args, copy: str | None) -> tuple[float, float, int]:
     """Tokens per wall- and per CPU-second of the candidates stage, and the kept rows.
 
-    ``copy_dtype`` set: generate from a merged copy in that dtype, made in the timed
+    ``copy``: None (the training model), ``default`` (``merged_generation_copy(model)``,
+    as the loop makes it) or a dtype name for the copy; the copy is made in the timed
     region. CPU time (this process) is the steady figure on a shared machine.
     """
     wall, cpu = time.perf_counter(), time.process_time()
-    gen_model = model if copy_dtype is None else merged_generation_copy(model, copy_dtype)
+    if copy is None:
+        gen_model = model
+    else:
+        gen_model = merged_generation_copy(model, getattr(torch, copy, None))
     sampler = Sampler(gen_model, tok, batch_size=args.batch_size, show_progress=False)
     rows, _ = sample_candidates(sampler, problems(), args.samples, seed=0,
                                 max_new_tokens=args.max_new_tokens)
@@ -94,7 +100,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--bf16", action="store_true", help="also a bfloat16 merged copy")
+    ap.add_argument("--fp32", action="store_true", help="also a float32 merged copy")
     return ap.parse_args()
 
 
@@ -102,12 +108,13 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     model, tok = training_model()
-    print(f"model={EMBEDDED_MODEL} 4-bit+LoRA threads={args.threads} "
+    copy_dtype = merged_generation_copy(model).dtype
+    print(f"model={EMBEDDED_MODEL} 4-bit+LoRA threads={args.threads} copy_dtype={copy_dtype} "
           f"problems={len(SKELETONS)}x{args.samples} max_new_tokens={args.max_new_tokens} "
           f"batch={args.batch_size} repeats={args.repeats}")
-    runners = {"4bit+lora": None, "merged_fp32": torch.float32}
-    if args.bf16:
-        runners["merged_bf16"] = torch.bfloat16
+    runners = {"4bit+lora": None, "merged_copy": "default"}
+    if args.fp32:
+        runners["merged_fp32"] = "float32"
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     for turn in range(args.repeats):
         for name, dtype in runners.items():
@@ -120,10 +127,9 @@ def main() -> None:
         wall = statistics.median(w for w, _ in rates[name])
         print(f"{name:<12} median {value:7.1f} tokens/cpu-s (wall {wall:7.1f} tokens/s; "
               f"n={len(rates[name])} runs)")
-    if args.bf16:
-        print(f"merged_bf16_vs_4bit={med['merged_bf16'] / med['4bit+lora']:.2f} "
-              "(opt-in, bf16 numerics)")
-    print(f"merged_copy_vs_4bit={med['merged_fp32'] / med['4bit+lora']:.2f}")
+    if args.fp32:
+        print(f"merged_fp32_vs_4bit={med['merged_fp32'] / med['4bit+lora']:.2f}")
+    print(f"merged_copy_vs_4bit={med['merged_copy'] / med['4bit+lora']:.2f}")
 
 
 if __name__ == "__main__":
