@@ -98,7 +98,7 @@ def fit_and_save(args, model, tok, rows: list[dict]) -> np.ndarray:
               f"probe {probe_w:.3f}  log-prob {lp_w:.3f}")
     probe, metrics = fit_probe(feats, torch.as_tensor(cons), groups, val_fraction=0.0,
                                max_epochs=30, layer=args.layer, meta={"base_model": GEMMA})
-    save_probe(probe, args.out / "probe", model=model)
+    save_probe(probe, args.out / "probe", model=model, base_model=GEMMA)
     scores = probe.predict_proba(feats).numpy()
     np.save(args.out / "scores_in_process.npy", scores)
     return scores
@@ -139,7 +139,7 @@ def refusals(args, gemma, rows: list[dict]) -> None:
     labels = torch.tensor([i % 2 == 0 for i in range(len(few))])
     probe, _ = fit_probe(feats, labels, [r["task_id"] for r in few], val_fraction=0.0,
                          max_epochs=2, meta={"base_model": SMOL})
-    save_probe(probe, args.out / "smol_probe", model=smol)
+    save_probe(probe, args.out / "smol_probe", model=smol, base_model=SMOL)
     for probe_dir, model, name in ((args.out / "smol_probe", gemma, "Gemma"),
                                    (args.out / "probe", smol, "SmolLM2")):
         try:
