@@ -194,3 +194,22 @@ class Calibrator:
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.a * scores.float() + self.b)
+
+
+def beats_logprob(probe_scores: Sequence[float], logprobs: Sequence[float],
+                  labels: Sequence[bool], groups: Sequence, *, min_problems: int = 3
+                  ) -> dict:
+    """Whether a probe ranks held-out candidates within problems better than log-prob.
+
+    What a loop asks before it lets a probe into selection: on rows the probe was not
+    fitted on (e.g. a held-out split of the round), the within-problem AUROC of the
+    probe's scores and of the mean log-prob against the same labels (consensus labels).
+
+    Returns:
+        ``{"probe", "logprob", "problems", "helps"}``; ``helps`` is False when fewer than
+        ``min_problems`` problems have both labels (too little evidence to switch).
+    """
+    probe, per = within_auroc(probe_scores, labels, groups)
+    logprob, _ = within_auroc(logprobs, labels, groups)
+    helps = len(per) >= min_problems and probe > logprob
+    return {"probe": probe, "logprob": logprob, "problems": len(per), "helps": bool(helps)}

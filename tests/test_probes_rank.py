@@ -79,3 +79,16 @@ def test_a_calibrated_ranker_saves_and_loads_as_a_probe(tmp_path):
     loaded = load_probe(tmp_path / "p")
     assert loaded.meta["layer"] == 3 and loaded.meta["objective"] == "listwise"
     assert torch.allclose(loaded.predict_proba(x), calib(ranker.score(x)), atol=1e-5)
+
+
+def test_beats_logprob_needs_a_better_within_ranking_on_enough_problems():
+    from ucoder.probes import beats_logprob
+
+    labels = [True, False] * 4
+    groups = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    good = [0.9, 0.1] * 4
+    bad = [0.1, 0.9] * 4
+    assert beats_logprob(good, bad, labels, groups) == {
+        "probe": 1.0, "logprob": 0.0, "problems": 4, "helps": True}
+    assert beats_logprob(bad, good, labels, groups)["helps"] is False
+    assert beats_logprob(good, bad, labels, groups, min_problems=5)["helps"] is False
