@@ -103,7 +103,12 @@ def cross_fit(feats: dict[str, torch.Tensor], y: np.ndarray, groups: list, *, k:
         g_tr, g_te = [groups[i] for i in train], [groups[i] for i in test]
         for m in methods:
             (pos, j), inner = _sweep(m, feats, y, groups, train, seed + f)
-            fn = _fit(m, feats[pos][train, j], y[train], g_tr, seed)
+            try:
+                fn = _fit(m, feats[pos][train, j], y[train], g_tr, seed)
+            except ValueError as err:  # no training problem with both labels
+                log(f"fold {f} {m}: not fitted ({err}); its problems score 0.5")
+                out[m]["scores"][test] = 0.5
+                continue
             calib = Calibrator.fit(fn(feats[pos][train, j], g_tr), y[train])
             out[m]["scores"][test] = calib(fn(feats[pos][test, j], g_te)).numpy()
             out[m]["chosen"].append([pos, j])
