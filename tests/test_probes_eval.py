@@ -49,11 +49,15 @@ def _eval(root, *extra) -> int:
                  "--max-new-tokens", "6", "--threads", "1", *map(str, extra)])
 
 
-def test_eval_with_a_probe_then_rescore_from_the_report(setup, tmp_path):
+def test_eval_with_a_probe_then_rescore_from_the_report(setup, tmp_path, capsys):
     first = tmp_path / "r1.json"
     assert _eval(setup, "--probe", setup / "probe1", "--out", first) == 0
     report = json.loads(first.read_text())
     assert report["probe"]["layer"] == 1 and features_path(first).is_file()
+    # Garbage code passes no example: ucoder falls back to fluency, ucoder+probe to the probe.
+    assert report["policies"]["ucoder"]["fallback_steps"] == {"fluency": 2}
+    assert report["policies"]["ucoder+probe"]["fallback_steps"] == {"probe": 2}
+    assert "(2 fallbacks: probe 2)" in capsys.readouterr().out
     for row in report["per_problem"]:
         scores = [c["probe_score"] for c in row["candidates"]]
         assert all(0.0 <= s <= 1.0 for s in scores)

@@ -59,7 +59,9 @@ def format_table(report: dict) -> str:
     """The short table printed at the end: policy, pass@1, solved/problems."""
     lines = [f"{'policy':<16} {'pass@1':>7}  solved", "-" * 34]
     for name, row in report["policies"].items():
-        extra = f"  ({row['fallbacks']} fallbacks)" if row.get("fallbacks") else ""
+        steps = ", ".join(f"{k} {v}" for k, v in row.get("fallback_steps", {}).items())
+        extra = (f"  ({row['fallbacks']} fallbacks{': ' + steps if steps else ''})"
+                 if row.get("fallbacks") else "")
         lines.append(f"{name:<16} {100 * row['pass@1']:6.1f}%  "
                      f"{row['solved']}/{row['problems']}{extra}")
     if report["pass@k"]:
