@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
+from ucoder.decoding import PreallocatedLayer, preallocated_cache
 from ucoder.generation import Sampler
-from ucoder.kv_cache import PreallocatedLayer, preallocated_cache
 
 PROMPTS = ["def add(a, b):", "x = [1, 2, 3]\nfor v in x:", "class Stack:\n    def push(self, v):"]
 

@@ -10,7 +10,7 @@ it fast on a CPU, where every forward pass is weight-bound:
 * prefill computes logits for the last position only (the 49k-vocab head is costly);
 * rows that finished (EOS, stop string, length) leave the batch at once;
 * the KV cache is written into buffers sized for the whole sample
-  (:mod:`ucoder.kv_cache`) instead of being re-concatenated at every step, log-probs
+  (:mod:`ucoder.decoding`) instead of being re-concatenated at every step, log-probs
   come from one ``logsumexp`` rather than a full ``log_softmax``, and the per-step
   bookkeeping reads each step's tokens in one transfer. ``decode="reference"`` keeps
   the earlier path (growing cache, full ``log_softmax``) for comparison; both compute
@@ -31,7 +31,10 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ucoder.decoding import TOP_CANDIDATES  # noqa: F401  (re-exported)
+from ucoder.decoding import (
+    TOP_CANDIDATES,  # noqa: F401  (re-exported)
+    preallocated_cache,
+)
 from ucoder.decoding import check_args as _check_args
 from ucoder.decoding import device_of as _device_of
 from ucoder.decoding import eos_ids as _eos_ids
@@ -40,7 +43,6 @@ from ucoder.decoding import new_cache as _new_cache
 from ucoder.decoding import pick as _pick
 from ucoder.decoding import plan_batches as _plan_batches
 from ucoder.decoding import select_rows as _select_rows
-from ucoder.kv_cache import preallocated_cache
 
 DECODE_PATHS = ("fast", "reference")
 COPY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
