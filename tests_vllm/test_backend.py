@@ -159,3 +159,5 @@ def test_4bit_refused_on_cpu_and_bad_options_named():
         VLLMBackend(EMBEDDED_MODEL, load_in_4bit=True)
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         VLLMBackend(EMBEDDED_MODEL, gpu_memory_utilization=1.5)
+    with pytest.raises(ModelLoadError, match="adapter="):
+        VLLMBackend(EMBEDDED_MODEL, adapter="/nonexistent/adapter")

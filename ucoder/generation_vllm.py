@@ -67,6 +67,9 @@ class VLLMBackend:
                  show_progress: bool = True):
         _check_options(gpu_memory_utilization, max_model_len, max_lora_rank)
         device = self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        quantization = _quantization_kwargs(load_in_4bit, device)  # fail before loading
+        if adapter is not None:
+            _check_adapter(adapter)
         path = resolve_model_path(model)
         self.tokenizer = load_tokenizer(path)
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
@@ -81,7 +84,7 @@ class VLLMBackend:
             seed=seed, max_model_len=max_model_len, enable_lora=True,
             max_lora_rank=max_lora_rank, max_loras=1,
             gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs",
-            **_quantization_kwargs(load_in_4bit, device))
+            **quantization)
         self._lora: LoRARequest | None = None
         self._next_lora_id = 1
         self.last_stats: dict[str, float] = {}
@@ -103,9 +106,8 @@ class VLLMBackend:
         The adapter is read again on every call, even from the same path, so an adapter
         re-saved after an epoch is the one used.
         """
-        if path is not None and not (Path(path) / "adapter_config.json").is_file():
-            raise ModelLoadError(f"adapter={path!r} is not a PEFT adapter directory "
-                                 "(no adapter_config.json)")
+        if path is not None:
+            _check_adapter(path)
         if self._lora is not None:
             # Free the engine's copy of the previous adapter now rather than by eviction.
             engine = self.llm.llm_engine
@@ -249,6 +251,12 @@ def _finish_reason(completion) -> str:
         return "length"
     # stop_reason: None for EOS, the matched string for a stop string.
     return "stop" if isinstance(completion.stop_reason, str) else "eos"
+
+
+def _check_adapter(path) -> None:
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter={str(path)!r} is not a PEFT adapter directory "
+                             "(no adapter_config.json)")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
