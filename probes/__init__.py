@@ -10,6 +10,7 @@ Usage::
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from ucoder.probes import extract_features, fit_probe, save_probe, load_probe, ProbeScorer
+    from ucoder.probes import Calibrator, fit_ranker
 
     model = AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
     tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -18,6 +19,10 @@ Usage::
     print(metrics["val/auroc"])
     save_probe(probe, "probe_dir", model=model)
     scores = ProbeScorer(model, tok, load_probe("probe_dir", model)).score(prompts, completions)
+
+    # Trained for the choice a selection makes: rank one problem's candidates.
+    ranker = fit_ranker(feats[:, 0], labels, problem_ids, objective="pairwise")
+    probe = ranker.to_probe(Calibrator.fit(ranker.score(feats[:, 0]), labels), layer=-1)
 """
 
 from ucoder.probes.data import ProbeDataModule, group_kfold, grouped_split
