@@ -44,6 +44,7 @@ PROMPTS = [
     "Write a Python function that checks whether brackets in a string are balanced.",
 ]
 SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+STOP = list(SOLUTION_STOP)  # emptied by --no-stop
 
 
 def gemm_gflops(m: int, k: int, n: int, seconds: float = 0.3) -> float:
@@ -111,7 +112,7 @@ def sampler_run(model, tok, prompts, args, **options) -> Clock:
     sampler = Sampler(model, tok, batch_size=args.batch_size, show_progress=False, **options)
     with Clock() as clock:
         sampler.sample(prompts, args.samples, max_new_tokens=args.max_new_tokens, seed=0,
-                       stop=list(SOLUTION_STOP), prefix=SOLUTION_PREFIX, **SAMPLING)
+                       stop=list(STOP), prefix=SOLUTION_PREFIX, **SAMPLING)
     clock.tokens = sampler.last_stats["tokens"]
     return clock
 
@@ -144,7 +145,7 @@ def hf_batched_run(model, tok, prompts, args) -> Clock:
             out = model.generate(**enc, do_sample=True, top_k=256, **SAMPLING,
                                  num_return_sequences=args.samples,
                                  max_new_tokens=args.max_new_tokens,
-                                 stop_strings=list(SOLUTION_STOP), tokenizer=tok,
+                                 stop_strings=list(STOP) or None, tokenizer=tok,
                                  pad_token_id=tok.pad_token_id)
         clock.tokens += _generated(tok, out, enc["input_ids"].shape[1])
     return clock
@@ -159,7 +160,7 @@ def naive_run(model, tok, prompts, args) -> Clock:
         with clock, torch.inference_mode():
             out = model.generate(**ids, do_sample=True, **SAMPLING,
                                  max_new_tokens=args.max_new_tokens,
-                                 stop_strings=list(SOLUTION_STOP), tokenizer=tok,
+                                 stop_strings=list(STOP) or None, tokenizer=tok,
                                  pad_token_id=tok.pad_token_id)
         clock.tokens += _generated(tok, out, ids["input_ids"].shape[1])
     return clock
@@ -175,12 +176,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--naive-rows", type=int, default=3, help="rows for the one-stream run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="also time Sampler(dtype='bfloat16')")
+    ap.add_argument("--no-stop", action="store_true", help="no stop strings (long samples)")
+    ap.add_argument("--only", nargs="+", help="run only these runners (no final ratios)")
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    if args.no_stop:
+        STOP.clear()
     prompts = PROMPTS[:args.prompts]
     model, tok = load_model(EMBEDDED_MODEL, device="cpu")
     print(f"model={EMBEDDED_MODEL} dtype={model.dtype} threads={args.threads} "
@@ -196,6 +201,7 @@ def main() -> None:
     if args.bf16:
         runners["sampler_bf16"] = lambda: sampler_run(model, tok, prompts, args,
                                                       dtype="bfloat16")
+    runners = {k: v for k, v in runners.items() if not args.only or k in args.only}
     sampler_run(model, tok, prompts[:1], argparse.Namespace(**{**vars(args), "samples": 1,
                                                                 "max_new_tokens": 4}))
     clocks: dict[str, list[Clock]] = {name: [] for name in runners}
@@ -205,10 +211,11 @@ def main() -> None:
             clocks[name].append(c)
             print(f"turn {turn} {name:<12} {c.tokens:5d} tokens {c.tokens / c.wall:7.1f}/s wall "
                   f"{c.tokens / c.cpu:7.1f}/s cpu", flush=True)
-    report(clocks, ceiling, args.bf16)
+    report(clocks, ceiling, args.bf16 and not args.only, final=not args.only)
 
 
-def report(clocks: dict[str, list[Clock]], ceiling: dict[str, float], bf16: bool) -> None:
+def report(clocks: dict[str, list[Clock]], ceiling: dict[str, float], bf16: bool,
+           final: bool = True) -> None:
     """Medians per runner, and the ratios (on tokens per CPU-second, see :class:`Clock`)."""
     med = {}
     for name, runs in clocks.items():
@@ -221,6 +228,8 @@ def report(clocks: dict[str, list[Clock]], ceiling: dict[str, float], bf16: bool
         print(f"sampler_bf16_vs_before={med['sampler_bf16'] / med['before']:.2f} "
               f"sampler_bf16_vs_hf_batched={med['sampler_bf16'] / med['hf_batched']:.2f} "
               "(opt-in, bf16 numerics)")
+    if not final:
+        return
     print(f"sampler_vs_shapes_ceiling={med['sampler'] / ceiling['shapes']:.2f}")
     print(f"sampler_vs_naive={med['sampler'] / med['naive']:.2f} "
           f"sampler_vs_hf_batched={med['sampler'] / med['hf_batched']:.2f} "
