@@ -434,6 +434,28 @@ def _plain_name(name: str) -> str:
     return ".".join(parts)
 
 
+def restore_training_layout(model: torch.nn.Module) -> int:
+    """Undo bitsandbytes' inference repacking of 4-bit weights; return how many layers.
+
+    On CPUs with AVX512-BF16, a 4-bit layer's first forward in eval mode without
+    gradients repacks its weight for a bf16 inference kernel, and from then on the layer
+    calls that kernel even in training mode, where it passes no gradient to its input:
+    every LoRA matrix below a repacked layer would stop learning. Training must therefore
+    start from the canonical layout whenever the model has generated or been evaluated.
+    """
+    from bitsandbytes import functional as bnbf
+
+    restored = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            weight.data, weight.quant_state = bnbf._convert_weight_packed_for_cpu_inverse(
+                weight.data, state)
+            restored += 1
+    return restored
+
+
 def _dequantized(param: torch.Tensor) -> torch.Tensor:
     """A full-precision tensor of ``param`` (bitsandbytes 4-bit params de-quantized)."""
     state = getattr(param, "quant_state", None)

@@ -42,6 +42,7 @@ from ucoder.models import (
     add_lora,
     load_model,
     load_tokenizer,
+    restore_training_layout,
 )
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,8 @@ class UCoderModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.hparams.load_in_4bit:  # after a round or an evaluation generated with it
+            restore_training_layout(self.model)
         self._step_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
