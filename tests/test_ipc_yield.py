@@ -38,7 +38,11 @@ def test_stats_report_clean_pairs_per_generation_minute(tmp_path, box):
     assert stats["clean_selected"] == 2
     minutes = sum(stats["seconds"][s] for s in ("problems", "rated", "skeletons", "tests",
                                                 "candidates")) / 60
-    assert stats["pairs_per_generation_minute"] == pytest.approx(2 / minutes, rel=0.02)
+    # Stage times are kept to 10 ms; a scripted round can take less than that in all.
+    if minutes:
+        assert stats["pairs_per_generation_minute"] == pytest.approx(2 / minutes, rel=0.02)
+    else:
+        assert stats["pairs_per_generation_minute"] is None
     assert stats["rating"]["problems"] == 2 and stats["rating"]["would_drop"] == 0
 
 

@@ -105,6 +105,8 @@ def test_missing_probe_directory(tmp_path):
 
 SCORE_IN_NEW_PROCESS = """
 import json, sys
+import torch
+torch.set_num_threads(int(sys.argv[4]))  # as many as the parent: the same float sums
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from ucoder.probes import ProbeScorer, load_probe
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
@@ -127,7 +129,7 @@ def test_saved_probe_scores_identically_in_a_new_process(llama, tmp_path):
     (tmp_path / "data.json").write_text(json.dumps(data))
     out = subprocess.run(
         [sys.executable, "-c", SCORE_IN_NEW_PROCESS, str(tmp_path / "model"),
-         str(tmp_path / "probe"), str(tmp_path / "data.json")],
+         str(tmp_path / "probe"), str(tmp_path / "data.json"), str(torch.get_num_threads())],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
