@@ -8,7 +8,7 @@ The same entry point runs under ``python -m ucoder fit``, ``torchrun --nproc_per
 
 from __future__ import annotations
 
-import logging
+from ucoder.commands import show_info_logs
 
 HELP = "fine-tune with QLoRA on selected pairs (a LightningCLI; ucoder fit --help)"
 
@@ -33,13 +33,7 @@ def build_cli(argv: list[str] | None, run: bool = True):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``ucoder fit`` with ``argv`` (the arguments after ``fit``)."""
-    # Show ucoder's INFO lines (data counts, saved adapters); Lightning logs on its own.
-    logger = logging.getLogger("ucoder")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    show_info_logs()  # Lightning logs on its own
     build_cli(list(argv or []))
     return 0
 

@@ -7,7 +7,7 @@ study is made from. Any key can be overridden: ``--study.rounds 2``.
 
 from __future__ import annotations
 
-import logging
+from ucoder.commands import show_info_logs
 
 HELP = "measure the loop: HumanEval before/after each round and the selection ablation"
 
@@ -32,12 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``ucoder study`` with ``argv`` (the arguments after ``study``)."""
     from ucoder.study import Study
 
-    logger = logging.getLogger("ucoder")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    show_info_logs()  # Lightning logs on its own
     parser = build_parser()
     config = parser.instantiate_classes(parser.parse_args(list(argv or [])))
     if not config.fit:
