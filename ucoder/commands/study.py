@@ -14,7 +14,7 @@ HELP = "measure the loop: HumanEval before/after each round and the selection ab
 
 def build_parser():
     """The jsonargparse parser of ``ucoder study``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
     from ucoder.study import StudyConfig
 
@@ -23,7 +23,7 @@ def build_parser():
     parser.add_class_arguments(StudyConfig, "study")
     parser.add_argument("--fit", type=dict, default={},
                         help="a `ucoder fit` config mapping (trainer, model, data)")
-    parser.add_argument("--estimate_only", type=bool, default=False,
+    parser.add_argument("--estimate_only", action=ActionYesNo, default=False,
                         help="run the calibration, print the expected time, stop")
     return parser
 
