@@ -58,7 +58,7 @@ def fit_config(model_dir: str) -> dict:
 
 @pytest.fixture
 def study_config(tmp_path):
-    return StudyConfig(out_dir=str(tmp_path / "study"), rounds=2, epochs_per_round=1,
+    return StudyConfig(out_dir=str(tmp_path / "study"), rounds=2, epochs_per_round=2,
                        ablation=["ucoder", "any_parsable"],
                        benchmark=benchmark(tmp_path / "toy.jsonl"), max_new_tokens=8,
                        eval_batch_size=4, n_boot=200)
@@ -95,6 +95,13 @@ def test_killed_study_resumes_without_redoing_finished_steps(tiny_dir, study_con
     assert saved["base"]["problems"] == len(TASKS)
     assert saved["main"][1]["pairs"] > saved["main"][0]["pairs"] > 0  # cumulative pairs
     assert saved["estimate"]["total_s"] > 0
+    # Two epochs per round: rounds at fit start and after epoch 1, none after the last.
+    main = study.out / "main"
+    assert sorted(p.name for p in main.glob("round_*")) == ["round_0", "round_1"]
+    assert sorted(p.name for p in (main / "adapters").iterdir()) == [
+        f"epoch_{k}" for k in range(4)]
+    assert [json.loads((study.out / "evals" / f"main_round_{k}.json").read_text())["adapter"]
+            for k in range(2)] == [str(main / "adapters" / f"epoch_{k}") for k in (1, 3)]
     assert (study.out / "study.png").stat().st_size > 1000
     # Each arm trained on its own pick from round 0's pool.
     for arm in ("ucoder", "any_parsable"):

@@ -181,10 +181,13 @@ class Study:
 
 def _set_every_n_epochs(config: dict, epochs: int) -> None:
     """The loop regenerates after every round's epochs: set its ``every_n_epochs``."""
-    for callback in config["trainer"]["callbacks"]:
-        args = callback.get("init_args") if isinstance(callback, dict) else None
-        if isinstance(args, dict) and "every_n_epochs" in args:
-            args["every_n_epochs"] = epochs
+    loops = [cb for cb in config["trainer"]["callbacks"] if isinstance(cb, dict)
+             and str(cb.get("class_path", "")).endswith("SelfTraining")]
+    if not loops:
+        raise ValueError("fit.trainer.callbacks has no SelfTraining callback: the main arm "
+                         "of a study is the loop (see configs/study.yaml)")
+    for loop in loops:
+        loop.setdefault("init_args", {})["every_n_epochs"] = epochs
 
 
 def reselect_round(src: Path, dst: Path, policy: str) -> Path:
