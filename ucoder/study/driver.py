@@ -43,6 +43,7 @@ class Study:
         self.out = Path(study.out_dir)
         self.options = evals.model_options(fit)
         self.done: list[str] = []  # the steps this call ran (the others were read back)
+        self._problems = None  # loaded on first use
 
     def steps(self) -> list[tuple[str, callable]]:
         """``(name, run)`` for every step of the study, in order."""
@@ -146,7 +147,7 @@ class Study:
     # -- helpers -------------------------------------------------------------------------
     def problems(self):
         """The benchmark problems every evaluation uses."""
-        if not hasattr(self, "_problems"):
+        if self._problems is None:
             from ucoder.evaluation import load_benchmark
 
             self._problems = load_benchmark(self.study.benchmark, limit=self.study.limit)
@@ -155,8 +156,7 @@ class Study:
     def write_report(self, seconds: float) -> dict:
         """Rebuild ``study.json`` and ``study.png`` from the files and print the table."""
         records = {p.stem: read_json(p) for p in sorted((self.out / "evals").glob("*.json"))}
-        fit_records = {p.parent.name if p.parent.name != "main" else "main": read_json(p)
-                       for p in self.out.glob("**/fit.json")}
+        fit_records = {p.parent.name: read_json(p) for p in self.out.glob("**/fit.json")}
         result = report.build(self.study, records, fit_records, self.pair_counts(),
                               read_json(self.out / "estimate.json"), seconds)
         write_json(self.out / "study.json", result)
