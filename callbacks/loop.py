@@ -201,16 +201,28 @@ class SelfTraining(Callback):
                 self.probe.save(probe, out, pl_module.model)
             self._sync(trainer, "probe_saved")
             record["path"] = str(out)
-            if self.probe.use_in_selection:
-                self._extra_score = self.probe.scorer(pl_module.model, pl_module.tokenizer,
-                                                      probe)
+        if self.probe.use_in_selection:
+            self._plug(pl_module, probe, record, index)
         self.probes = [h for h in self.probes if h["round"] != index] + [record]
+
+    def _plug(self, pl_module, probe, record: dict, index: int) -> None:
+        """The next selection uses this round's probe only when it beat log-prob held out;
+        otherwise none (an older round's probe read an older model)."""
+        used, why = self.probe.admits(record) if probe is not None else (False, record.get(
+            "skipped", "no probe"))
+        record["used_in_selection"], record["selection_reason"] = used, why
+        self._extra_score = (self.probe.scorer(pl_module.model, pl_module.tokenizer, probe)
+                             if used else None)
+        log.info("selection after round %d: %s the probe (%s)", index,
+                 "with" if used else "without", why)
 
     def _plug_saved_probe(self, pl_module) -> None:
         """Resumed: the next selection uses the last saved probe again."""
-        fitted = [h for h in self.probes if h.get("path")]
-        if self.probe is not None and self.probe.use_in_selection and fitted:
-            probe = self.probe.load(fitted[-1]["path"], pl_module.model)
+        if self.probe is None or not self.probe.use_in_selection or not self.probes:
+            return
+        last = max(self.probes, key=lambda h: h["round"])
+        if last.get("path") and last.get("used_in_selection", True):
+            probe = self.probe.load(last["path"], pl_module.model)
             self._extra_score = self.probe.scorer(pl_module.model, pl_module.tokenizer, probe)
 
     def _point_data(self, trainer, path: str) -> None:

@@ -26,6 +26,12 @@ class ProbeRefitter:
         kind: ``linear`` or ``mlp``.
         use_in_selection: hand the probe's scores to the next round's selection (the
             round's ``selection.extra_weight`` and policy must use them).
+        require_beats_logprob: with ``use_in_selection``, hand them over only when the
+            probe ranks the round's held-out problems' candidates better than their mean
+            log-prob does (within-problem AUROC on consensus labels); otherwise the next
+            round selects without a probe. The round report says which it used.
+        val_fraction: share of the round's problems held out for early stopping and that
+            comparison.
         min_examples: fewer labelled candidates than this (or one class only): skip.
         max_epochs: upper bound of the probe's training epochs (early stopping on val).
         batch_size: rows per forward pass when reading hidden states.
@@ -36,12 +42,18 @@ class ProbeRefitter:
                  position: Literal["last_completion", "last_prompt",
                                    "mean_completion"] = "last_completion",
                  kind: Literal["linear", "mlp"] = "linear", use_in_selection: bool = False,
+                 require_beats_logprob: bool = True, val_fraction: float = 0.25,
                  min_examples: int = 8, max_epochs: int = 100, batch_size: int = 8,
                  seed: int = 0):
         if kind not in ("linear", "mlp"):
             raise ValueError(f"kind={kind!r} is not allowed: expected 'linear' or 'mlp'")
         self.layer, self.position, self.kind = layer, position, kind
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction!r} is not allowed: expected a "
+                             "number in (0, 1) (the held-out share of a round's problems)")
         self.use_in_selection = use_in_selection
+        self.require_beats_logprob = require_beats_logprob
+        self.val_fraction = val_fraction
         self.min_examples, self.max_epochs, self.batch_size = min_examples, max_epochs, batch_size
         self.seed = seed
 
@@ -74,21 +86,42 @@ class ProbeRefitter:
                                  f">= {self.min_examples} and both classes")
             log.info("probe round %d: skipped (%s)", round_index, record["skipped"])
             return None, record
-        from ucoder.probes import extract_features, fit_probe
+        from ucoder.probes import extract_features, fit_probe, grouped_split
 
         texts, outputs = self.inputs(rows, _formatter(model, tokenizer))
         with _eval_mode(model):
             feats = extract_features(model, tokenizer, texts, outputs, layers=[self.layer],
                                      position=self.position, batch_size=self.batch_size)
-        probe, metrics = fit_probe(feats[:, 0], labels, [r.get("problem_id") for r in rows],
-                                   kind=self.kind, max_epochs=self.max_epochs, seed=self.seed,
+        groups = [r.get("problem_id") for r in rows]
+        train, val = grouped_split(groups, labels, self.val_fraction, self.seed)
+        probe, metrics = fit_probe(feats[:, 0], labels, groups, kind=self.kind,
+                                   max_epochs=self.max_epochs, seed=self.seed,
+                                   train_index=train, val_index=val,
                                    layer=self.layer, position=self.position,
                                    meta={"round": round_index, "labels": "in_consensus"})
         record.update({k: float(v) for k, v in metrics.items()})
         record["auroc"] = metrics.get("val/auroc", metrics.get("train/auroc"))
-        log.info("probe round %d: consensus-label AUROC %.3f (%d candidates, %d positive)",
-                 round_index, record["auroc"] or float("nan"), len(rows), sum(labels))
+        record["held_out"] = held_out_ranking(probe, feats[:, 0], rows, labels, val)
+        log.info("probe round %d: consensus-label AUROC %.3f (%d candidates, %d positive); "
+                 "held-out within-problem AUROC probe %.3f vs log-prob %.3f on %d problems",
+                 round_index, record["auroc"] or float("nan"), len(rows), sum(labels),
+                 record["held_out"]["probe"], record["held_out"]["logprob"],
+                 record["held_out"]["problems"])
         return probe, record
+
+    def admits(self, record: dict) -> tuple[bool, str]:
+        """Whether a fitted probe may join the next selection, and why (for the report)."""
+        if not self.use_in_selection:
+            return False, "use_in_selection=false"
+        if not self.require_beats_logprob:
+            return True, "require_beats_logprob=false"
+        held = record.get("held_out") or {}
+        if held.get("helps"):
+            return True, (f"held-out within-problem AUROC {held['probe']:.3f} beats log-prob "
+                          f"{held['logprob']:.3f} on {held['problems']} problems")
+        return False, (f"held-out within-problem AUROC {held.get('probe', float('nan')):.3f} "
+                       f"does not beat log-prob {held.get('logprob', float('nan')):.3f} on "
+                       f"{held.get('problems', 0)} problems (at least 3 needed)")
 
     @staticmethod
     def save(probe, path: Path, model) -> None:
@@ -115,6 +148,22 @@ class ProbeRefitter:
                 return scorer.score(prompt_texts, raw_texts)
 
         return extra_score
+
+
+def held_out_ranking(probe, features, rows: Sequence[dict], labels: Sequence[bool],
+                     index: Sequence[int]) -> dict:
+    """Probe against mean log-prob, ranking the held-out rows within their problems."""
+    import numpy as np
+    import torch
+
+    from ucoder.probes import beats_logprob
+
+    index = np.asarray(index, dtype=int)
+    with torch.no_grad():
+        scores = probe(features[torch.as_tensor(index)]).float().flatten().tolist()
+    logprobs = [float(rows[i].get("mean_logprob", float("nan"))) for i in index]
+    return beats_logprob(scores, logprobs, [labels[i] for i in index],
+                         [rows[i].get("problem_id") for i in index])
 
 
 def _formatter(model, tokenizer) -> Callable[[str], str]:

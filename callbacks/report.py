@@ -65,6 +65,7 @@ class ReportWriter:
             "rating": stats.get("rating", {}),
             "probe_auroc": fit.get("auroc") if fit else None,
             "probe": fit,
+            "probe_in_next_selection": fit.get("used_in_selection") if fit else None,
             "train_loss": [e["train_loss"] for e in state.get("epochs", [])
                            if e["epoch"] in epochs],
             "pass@1_after": after[-1]["pass@1"] if after else None,

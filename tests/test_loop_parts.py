@@ -143,3 +143,45 @@ def test_probe_cli_reads_prompt_text_and_raw_when_the_rows_have_them(tmp_path):
         {k: v for k, v in r.items() if k not in ("prompt_text", "raw")} for r in rows])
     cands = read_candidates(plain, "auto", "auto", "problem_id", "ok")
     assert cands.prompts == ["P", "P"] and cands.completions[1] == "def f(): return 2"
+
+
+def _gate_rows(logprob_sign: float) -> list[dict]:
+    """16 problems, 2 consensus-positive and 2 negative candidates each; positives read
+    differently, and their mean log-prob is above (sign +1) or below (-1) the negatives'."""
+    rows = []
+    for p in range(16):
+        for j in range(4):
+            good = j < 2
+            body = f"return x * {p + 2}" if good else "pass  # not done"
+            rows.append({"problem_id": f"p{p}", "prompt_text": f"Task {p}:\n",
+                         "raw": f"def f(x):\n    {body}\n", "in_consensus": good,
+                         "mean_logprob": logprob_sign * (1.0 if good else -1.0) - 0.01 * j})
+    return rows
+
+
+@pytest.mark.parametrize("sign, used", [(-1.0, True), (1.0, False)])
+def test_the_loop_uses_the_probe_only_when_it_beats_logprob_held_out(sign, used):
+    from types import SimpleNamespace
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    module = SimpleNamespace(model=tiny_llama(tok, hidden_size=64), tokenizer=tok)
+    refitter = ProbeRefitter(use_in_selection=True, min_examples=4, max_epochs=30)
+    probe, record = refitter.fit(module.model, tok, _gate_rows(sign), 0)
+    held = record["held_out"]
+    assert probe is not None and held["problems"] >= 3
+    # Log-prob ranks the held-out positives perfectly (1.0: no probe can beat it) or
+    # exactly backwards (0.0: any probe that is not backwards too beats it).
+    assert held["logprob"] == (1.0 if sign > 0 else 0.0) and held["helps"] is used
+    loop = SelfTraining(RoundStep(RoundConfig(selection=SelectionConfig(extra_weight=0.5))),
+                        probe=refitter)
+    loop._plug(module, probe, record, 0)
+    assert record["used_in_selection"] is used and (loop._extra_score is not None) is used
+    assert ("beats" in record["selection_reason"] or "does not beat" in
+            record["selection_reason"])
+    if used:
+        scores = loop._extra_score(["Task 0:\n"], ["def f(x):\n    return x * 2\n"])
+        assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+    # Asked not to gate, the probe joins selection whatever log-prob does.
+    refitter.require_beats_logprob = False
+    assert refitter.admits(record)[0] is True
