@@ -1,12 +1,16 @@
 """Sampling speed: the Sampler against the baselines a user would pick, and the roofline.
 
-    .venv/bin/python benchmarks/generation.py [--prompts 8] [--samples 8] [--batch-size 64]
-        [--repeats 3] [--threads 2] [--bf16]
+    .venv/bin/python benchmarks/generation.py [--prompts 32] [--samples 8] [--batch-size 64]
+        [--repeats 3] [--threads 2] [--bf16] [--reference]
 
 All in one run, on the embedded model, on the IPC candidates workload (chat template,
-answer prefix, the solution stage's stop strings, T=0.8, top-p 0.95):
+answer prefix, the solution stage's stop strings, T=0.8, top-p 0.95; by default 32
+prompts x 8 samples in batches of 64, as a round's candidates stage runs many more rows
+than one batch):
 
-* ``Sampler`` (fast path, fp32) and ``Sampler(decode="reference")`` (the earlier path);
+* ``Sampler`` (default ``decode="continuous"``: finished rows refilled from pending ones,
+  fp32) and ``Sampler(decode="fast")`` (batch by batch: the path before, ``before``);
+  ``--reference`` adds ``Sampler(decode="reference")`` (the earliest path);
 * batched ``model.generate(num_return_sequences=n, stop_strings=..., top_k=256)`` on the
   same rows in one batch (what a user writes with transformers);
 * ``model.generate`` one prompt at a time (naive, a subset of rows, compared as a rate);
@@ -42,6 +46,30 @@ PROMPTS = [
     "Write a Python function that returns the prime numbers below n (sieve).",
     "Write a Python function `word_counts(text)` returning a dict of word frequencies.",
     "Write a Python function that checks whether brackets in a string are balanced.",
+    "Write a Python function `rotate(xs, k)` that rotates a list right by k places.",
+    "Write a Python function that returns the greatest common divisor of two integers.",
+    "Write a Python function `chunks(xs, n)` that splits a list into pieces of size n.",
+    "Write a Python function that reverses the order of words in a sentence.",
+    "Write a Python function `is_anagram(a, b)` that ignores case.",
+    "Write a Python function that returns the second largest number in a list.",
+    "Write a Python function `run_length(s)` that run-length encodes a string.",
+    "Write a Python function that converts a Roman numeral to an integer.",
+    "Write a Python function `transpose(m)` for a matrix given as a list of rows.",
+    "Write a Python function that removes duplicates from a list, keeping the order.",
+    "Write a Python function `binary_search(xs, x)` returning the index or -1.",
+    "Write a Python function that capitalises the first letter of every word.",
+    "Write a Python function `digits_sum(n)` that sums the decimal digits of n.",
+    "Write a Python function that returns the longest common prefix of a list of strings.",
+    "Write a Python function `pairs_with_sum(xs, t)` listing index pairs that sum to t.",
+    "Write a Python function that checks whether a year is a leap year.",
+    "Write a Python function `celsius_to_fahrenheit(c)` rounded to one decimal.",
+    "Write a Python function that returns the running maximum of a list.",
+    "Write a Python function `count_words(text, word)` counting whole-word matches.",
+    "Write a Python function that returns the factorial of n without recursion.",
+    "Write a Python function `interleave(a, b)` alternating the items of two lists.",
+    "Write a Python function that returns True when a number is a perfect square.",
+    "Write a Python function `caesar(s, k)` shifting letters by k, keeping case.",
+    "Write a Python function that returns the indices of the minimum value in a list.",
 ]
 SAMPLING = {"temperature": 0.8, "top_p": 0.95}
 STOP = list(SOLUTION_STOP)  # emptied by --no-stop
@@ -168,7 +196,7 @@ def naive_run(model, tok, prompts, args) -> Clock:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=32, help=f"at most {len(PROMPTS)}")
     ap.add_argument("--samples", type=int, default=8, help="samples per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -176,6 +204,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--naive-rows", type=int, default=3, help="rows for the one-stream run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="also time Sampler(dtype='bfloat16')")
+    ap.add_argument("--reference", action="store_true",
+                    help="also time Sampler(decode='reference'), the earliest path")
     ap.add_argument("--no-stop", action="store_true", help="no stop strings (long samples)")
     ap.add_argument("--only", nargs="+", help="run only these runners (no final ratios)")
     return ap.parse_args()
@@ -194,10 +224,13 @@ def main() -> None:
     ceiling = roofline(model.config, min(args.batch_size, len(prompts) * args.samples))
     runners = {
         "sampler": lambda: sampler_run(model, tok, prompts, args),
-        "before": lambda: sampler_run(model, tok, prompts, args, decode="reference"),
+        "before": lambda: sampler_run(model, tok, prompts, args, decode="fast"),
         "hf_batched": lambda: hf_batched_run(model, tok, prompts, args),
         "naive": lambda: naive_run(model, tok, prompts, args),
     }
+    if args.reference:
+        runners["reference"] = lambda: sampler_run(model, tok, prompts, args,
+                                                   decode="reference")
     if args.bf16:
         runners["sampler_bf16"] = lambda: sampler_run(model, tok, prompts, args,
                                                       dtype="bfloat16")

@@ -96,3 +96,65 @@ def test_bfloat16_copy_stays_within_its_tolerance_and_leaves_the_model_alone():
                for n, p in model.named_parameters())
     with pytest.raises(ValueError, match="dtype='int3'"):
         Sampler(model, tok, dtype="int3")
+
+
+def _logprob_error(model, sampler, prompts, groups) -> float:
+    """Largest gap between a sample's summed log-prob and a plain forward pass over it."""
+    worst = 0.0
+    for prompt, group in zip(prompts, groups):
+        ids = sampler.encode_prompt(prompt)
+        for s in group:
+            full = torch.tensor([ids + s.token_ids])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(full).logits[0].float(), -1)
+            manual = sum(float(logp[len(ids) - 1 + k, t]) for k, t in enumerate(s.token_ids))
+            worst = max(worst, abs(manual - s.sum_logprob))
+    return worst
+
+
+@pytest.mark.parametrize("stop", [["e"], [" ", "a"]])
+def test_continuous_refills_keep_every_row_on_its_own_prompt(family, stop):
+    """Rows stop at many lengths, so finished rows are replaced mid-decode (batch 4 of
+    12 rows): each sample's log-probs must still be those of its own prompt + tokens."""
+    model, tok = family
+    sampler = Sampler(model, tok, chat=False, show_progress=False, batch_size=4)
+    assert sampler.decode == "continuous" and sampler._joinable()
+    groups = sampler.sample(PROMPTS, 4, max_new_tokens=16, temperature=1.0, seed=3, stop=stop)
+    lengths = {s.num_tokens for g in groups for s in g}
+    assert len(lengths) > 3  # rows did finish at different steps
+    assert _logprob_error(model, sampler, PROMPTS, groups) < 1e-4
+    again = sampler.sample(PROMPTS, 4, max_new_tokens=16, temperature=1.0, seed=3, stop=stop)
+    assert [[s.token_ids for s in g] for g in again] == [[s.token_ids for s in g]
+                                                         for g in groups]
+
+
+def test_continuous_without_refills_is_the_batched_path_exactly(family):
+    model, tok = family
+    kw = dict(temperature=1.0, seed=4, stop=["e"])
+    one = Sampler(model, tok, chat=False, show_progress=False, batch_size=64).sample(
+        PROMPTS, 3, max_new_tokens=12, **kw)
+    ref = Sampler(model, tok, chat=False, show_progress=False, batch_size=64,
+                  decode="fast").sample(PROMPTS, 3, max_new_tokens=12, **kw)
+    assert [[s.token_ids for s in g] for g in one] == [[s.token_ids for s in g] for g in ref]
+
+
+def test_join_right_aligns_rows_and_drops_columns_no_row_reads():
+    from ucoder.continuous import join
+
+    def cache_of(rows, cols, fill):
+        cache = preallocated_cache(tiny_llama(tiny_tokenizer(), hidden_size=64), cols)
+        for layer in cache.layers:
+            k = torch.full((rows, 1, cols, 2), float(fill))
+            layer.update(k, -k)
+        return cache
+
+    a, b = cache_of(2, 5, 1.0), cache_of(1, 3, 2.0)
+    mask_a = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+    mask_b = torch.tensor([[1, 1, 1]])
+    mask = join(a, mask_a, b, mask_b, spare=4)
+    assert mask.tolist() == [[0, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]]  # column 0 dropped
+    layer = a.layers[0]
+    assert layer.keys.shape == (3, 1, 4, 2) and layer.get_seq_length() == 4
+    assert layer._k.shape[-2] == 8  # room for 4 more steps
+    assert layer.keys[2, 0, :, 0].tolist() == [0.0, 2.0, 2.0, 2.0]  # zeros where padded
+    assert torch.equal(layer.values, -layer.keys)

@@ -44,7 +44,7 @@ from ucoder.decoding import pick as _pick
 from ucoder.decoding import plan_batches as _plan_batches
 from ucoder.decoding import select_rows as _select_rows
 
-DECODE_PATHS = ("fast", "reference")
+DECODE_PATHS = ("continuous", "fast", "reference")
 COPY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -94,8 +94,10 @@ class Sampler:
         chat: wrap prompts in the tokenizer's chat template; ``None`` = when it has one.
         system_prompt: optional system turn for chat prompts.
         show_progress: show a tqdm bar (samples done, tokens/s).
-        decode: ``fast`` (preallocated KV cache, see the module docstring) or
-            ``reference`` (the earlier, slower path; same distribution).
+        decode: ``continuous`` (the default: rows that finish are replaced by pending
+            ones, :mod:`ucoder.continuous`), ``fast`` (batch by batch, preallocated KV
+            cache, see the module docstring) or ``reference`` (the earliest path: growing
+            cache, full ``log_softmax``). All three sample the same distribution.
         dtype: generate from a copy of the model in this dtype (``bfloat16``,
             ``float32``, ``float16``), made at each :meth:`sample` call with any LoRA
             merged and 4-bit weights de-quantized (``ucoder.models.merged_generation_copy``),
@@ -106,7 +108,7 @@ class Sampler:
 
     def __init__(self, model, tokenizer, *, batch_size: int = 64, chat: bool | None = None,
                  system_prompt: str | None = None, show_progress: bool = True,
-                 decode: str = "fast", dtype: str | None = None):
+                 decode: str = "continuous", dtype: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: expected >= 1")
         if decode not in DECODE_PATHS:
@@ -207,10 +209,18 @@ class Sampler:
 
             self._generator_model = merged_generation_copy(self.model, COPY_DTYPES[self.dtype])
         try:
-            for batch in _plan_batches(encoded, n, self.batch_size):
-                batch_rows = [rows[i][j] for i, j in batch]
-                produced += self._decode_batch(encoded, batch_rows, max_new_tokens, temperature,
-                                               top_p, top_k, list(stop), generator, bar)
+            plan = _plan_batches(encoded, n, self.batch_size)
+            if self.decode == "continuous" and self._joinable():
+                from ucoder.continuous import ContinuousDecoder
+
+                decoder = ContinuousDecoder(self, encoded, max_new_tokens, temperature, top_p,
+                                            top_k, list(stop), generator, bar)
+                produced = decoder.run([rows[i][j] for batch in plan for i, j in batch])
+            else:
+                for batch in plan:
+                    produced += self._decode_batch(encoded, [rows[i][j] for i, j in batch],
+                                                   max_new_tokens, temperature, top_p, top_k,
+                                                   list(stop), generator, bar)
         finally:
             bar.close()
             self._generator_model = self.model  # free the copy
@@ -227,7 +237,7 @@ class Sampler:
         prompt_ids = sorted({r.prompt_index for r in rows})
         input_ids, mask = _left_pad([encoded[i] for i in prompt_ids], self.tokenizer.pad_token_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
-        fast = self.decode == "fast"
+        fast = self.decode != "reference"
         cache = preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens) if fast \
             else _new_cache(self.model)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -268,6 +278,12 @@ class Sampler:
             rows[row_id].finish = "length"
             bar.update(1)
         return produced
+
+    def _joinable(self) -> bool:
+        """Whether this model's KV cache can take new rows mid-decode (continuous path)."""
+        from ucoder.continuous import joinable
+
+        return joinable(preallocated_cache(self.model, 1))
 
     def _forward(self, input_ids, mask, positions, cache, logits_to_keep):
         out = self._generator_model(input_ids=input_ids, attention_mask=mask,
