@@ -22,7 +22,6 @@ It reads only what ``ucoder study`` wrote (``evals/*.json``, the training files,
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import json
 import math
@@ -30,29 +29,22 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from ucoder.jsonl import read_jsonl
+from ucoder.study.evals import failure_kind
+
 WORD = re.compile(r"[A-Za-z_]+")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def defines(code: str, entry_point: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
-        return False
-    return any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == entry_point
-               for n in tree.body)
+    """Whether ``code`` parses and defines ``entry_point`` (the study's own test)."""
+    return failure_kind(code, entry_point) == "logic"
 
 
 def format_subkind(code: str, entry_point: str) -> str:
     """``cut after a whole definition`` when some line-prefix of ``code`` defines the entry
     point and parses, else ``no whole definition``."""
-    lines = code.splitlines()
-    for end in range(len(lines), 0, -1):
-        if defines("\n".join(lines[:end]), entry_point):
-            return "cut after a whole definition"
+    if longest_definition(code, entry_point) is not None:
+        return "cut after a whole definition"
     return "no whole definition"
 
 
@@ -151,7 +143,8 @@ def gained_lost(evals: dict[str, dict], base: str = "base") -> list[str]:
     for name, record in evals.items():
         if name == base:
             continue
-        gained = [r["task_id"] for r in record["per_problem"] if r["passed"] and not ref[r["task_id"]]]
+        gained = [r["task_id"] for r in record["per_problem"]
+                  if r["passed"] and not ref[r["task_id"]]]
         lost = [r for r in record["per_problem"] if ref[r["task_id"]] and not r["passed"]]
         kinds = Counter(r["failure"] for r in lost)
         rows.append(f"| {name} | {', '.join(gained) or '-'} | "
@@ -235,7 +228,8 @@ def main() -> None:
     problems = load_benchmark("humaneval")
     entry = {p.task_id: p.entry_point for p in problems}
     prompts = {p.task_id: p.prompt for p in problems}
-    evals = {p.stem: json.loads(p.read_text()) for p in sorted((args.root / "evals").glob("*.json"))}
+    evals = {p.stem: json.loads(p.read_text())
+             for p in sorted((args.root / "evals").glob("*.json"))}
     evals = dict(sorted(evals.items(), key=lambda kv: (kv[0] != "base", kv[0])))
     pairs = training_files(args.root)
     out = ["## Failures per evaluation", "", *failure_table(evals, entry), "",

@@ -22,7 +22,7 @@ from collections import deque
 
 import torch
 
-from ucoder.decoding import PreallocatedLayer, left_pad, pick, preallocated_cache, select_rows
+from ucoder.decoding import PreallocatedLayer, pick
 
 
 def joinable(cache) -> bool:
@@ -74,7 +74,7 @@ class ContinuousDecoder:
     """One :meth:`~ucoder.generation.Sampler.sample` call's rows, decoded with refills.
 
     Args:
-        sampler: the Sampler (its model, tokenizer, forward pass and stop check).
+        sampler: the Sampler (its prefill, forward step and end-of-row bookkeeping).
         encoded: token ids of every prompt.
         max_new_tokens, temperature, top_p, top_k, stop, generator: as in ``sample``.
         bar: the progress bar (one update per finished row).
@@ -86,18 +86,19 @@ class ContinuousDecoder:
         self.max_new_tokens, self.stop, self.bar = max_new_tokens, stop, bar
         self.choose = lambda logits: pick(logits.float(), temperature, top_p, top_k,
                                           generator, True)
-        self.device = next(sampler.model.parameters()).device
         self.refill_at = max(1, sampler.batch_size // 4)
 
     def run(self, rows: list) -> int:
         """Decode ``rows`` (in plan order) to the end; returns the tokens produced."""
+        sampler = self.sampler
         pending, active, produced = deque(rows), [], 0
         cache = mask = pos = logits = None
         while pending or active:
-            free = self.sampler.batch_size - len(active)
+            free = sampler.batch_size - len(active)
             if pending and (not active or free >= self.refill_at):
                 new = [pending.popleft() for _ in range(min(free, len(pending)))]
-                new_logits, new_cache, new_mask, new_pos = self._prefill(new)
+                new_logits, new_cache, new_mask, new_pos = sampler._prefill(
+                    self.encoded, new, self.max_new_tokens)
                 if active:
                     mask = join(cache, mask, new_cache, new_mask, self.max_new_tokens)
                     logits = torch.cat([logits, new_logits])
@@ -106,46 +107,10 @@ class ContinuousDecoder:
                     cache, mask, logits, pos = new_cache, new_mask, new_logits, new_pos
                 active += new
             token, logprob = self.choose(logits)
-            keep = self._record(active, token.tolist(), logprob.tolist())
+            keep = sampler._advance(active, token.tolist(), logprob.tolist(), self.stop,
+                                    self.max_new_tokens, self.bar)
             produced += len(active)
-            if len(keep) < len(active):
-                active = [active[k] for k in keep]
-                if not active:
-                    continue
-                idx = torch.tensor(keep, device=self.device)
-                select_rows(cache, idx)
-                token, mask, pos = token[idx], mask[idx], pos[idx]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
-            logits = self.sampler._forward(token.unsqueeze(-1), mask, pos, cache, 1)
-            pos = pos + 1
+            if keep:
+                logits, mask, pos = sampler._step(cache, token, mask, pos, keep, len(active))
+            active = [active[k] for k in keep]
         return produced
-
-    def _record(self, active: list, tokens: list[int], logprobs: list[float]) -> list[int]:
-        """Append each row's token; mark finished rows; return the indices that go on."""
-        keep = []
-        for k, (row, tok, lp) in enumerate(zip(active, tokens, logprobs)):
-            row.tokens.append(tok)
-            row.logprobs.append(lp)
-            row.finish = self.sampler._finished(row, self.stop)
-            if row.finish is None and len(row.tokens) >= self.max_new_tokens:
-                row.finish = "length"
-            if row.finish is None:
-                keep.append(k)
-            else:
-                self.bar.update(1)
-        return keep
-
-    def _prefill(self, rows: list):
-        """Prefill the rows' distinct prompts once and fan out: (logits, cache, mask, pos)."""
-        prompt_ids = sorted({r.prompt_index for r in rows})
-        ids, mask = left_pad([self.encoded[i] for i in prompt_ids],
-                             self.sampler.tokenizer.pad_token_id)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = preallocated_cache(self.sampler.model, ids.shape[1] + self.max_new_tokens)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.sampler._forward(ids, mask, positions, cache, 1)
-        slot = {p: k for k, p in enumerate(prompt_ids)}
-        fan = torch.tensor([slot[r.prompt_index] for r in rows], device=self.device)
-        select_rows(cache, fan)
-        mask = mask[fan]
-        return logits[fan], cache, mask, mask.sum(-1, keepdim=True)

@@ -233,51 +233,63 @@ class Sampler:
     def _decode_batch(self, encoded, rows: list[_Row], max_new_tokens, temperature, top_p, top_k,
                       stop, generator, bar) -> int:
         """Prefill the batch's distinct prompts once, fan out, decode until all rows end."""
+        fast = self.decode != "reference"
+        logits, cache, mask, next_pos = self._prefill(encoded, rows, max_new_tokens)
+        active, produced = list(rows), 0
+        while True:  # every row ends by max_new_tokens (see _advance)
+            token, logprob = _pick(logits.float(), temperature, top_p, top_k, generator, fast)
+            keep = self._advance(active, token.tolist(), logprob.tolist(), stop,
+                                 max_new_tokens, bar)
+            produced += len(active)
+            if not keep:
+                return produced
+            logits, mask, next_pos = self._step(cache, token, mask, next_pos, keep, len(active))
+            active = [active[k] for k in keep]
+
+    def _prefill(self, encoded, rows: list[_Row], max_new_tokens: int):
+        """Prefill the rows' distinct prompts once and fan out to the rows:
+        ``(logits, cache, mask, next_pos)``, one row each."""
         device = _device_of(self.model)
         prompt_ids = sorted({r.prompt_index for r in rows})
         input_ids, mask = _left_pad([encoded[i] for i in prompt_ids], self.tokenizer.pad_token_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
-        fast = self.decode != "reference"
-        cache = preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens) if fast \
-            else _new_cache(self.model)
+        cache = (_new_cache(self.model) if self.decode == "reference" else
+                 preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1)
         # Fan out: row r continues prompt prompt_ids.index(r.prompt_index).
         slot = {p: k for k, p in enumerate(prompt_ids)}
         fan = torch.tensor([slot[r.prompt_index] for r in rows], device=device)
         _select_rows(cache, fan)
-        logits, mask = logits[fan], mask[fan]
-        next_pos = mask.sum(-1, keepdim=True)
-        active = list(range(len(rows)))
-        produced = 0
-        for _ in range(max_new_tokens):
-            token, logprob = _pick(logits.float(), temperature, top_p, top_k, generator, fast)
-            keep = []
-            for k, (row_id, tok_k, lp_k) in enumerate(zip(active, token.tolist(),
-                                                          logprob.tolist())):
-                row = rows[row_id]
-                row.tokens.append(tok_k)
-                row.logprobs.append(lp_k)
-                row.finish = self._finished(row, stop)
-                if row.finish is None:
-                    keep.append(k)
-                else:
-                    bar.update(1)
-            produced += len(active)
-            if not keep:
-                return produced
-            if len(keep) < len(active):
-                idx = torch.tensor(keep, device=device)
-                _select_rows(cache, idx)
-                token, mask, next_pos = token[idx], mask[idx], next_pos[idx]
-                active = [active[k] for k in keep]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
-            logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
-            next_pos = next_pos + 1
-        for row_id in active:
-            rows[row_id].finish = "length"
-            bar.update(1)
-        return produced
+        mask = mask[fan]
+        return logits[fan], cache, mask, mask.sum(-1, keepdim=True)
+
+    def _advance(self, rows: list[_Row], tokens: list[int], logprobs: list[float], stop,
+                 max_new_tokens: int, bar) -> list[int]:
+        """Append each row's new token, mark the rows that end (EOS, stop string, length)
+        and return the indices of those that go on."""
+        keep = []
+        for k, (row, tok, lp) in enumerate(zip(rows, tokens, logprobs)):
+            row.tokens.append(tok)
+            row.logprobs.append(lp)
+            row.finish = self._finished(row, stop)
+            if row.finish is None and len(row.tokens) >= max_new_tokens:
+                row.finish = "length"
+            if row.finish is None:
+                keep.append(k)
+            else:
+                bar.update(1)
+        return keep
+
+    def _step(self, cache, token, mask, next_pos, keep: list[int], active: int):
+        """Drop the rows that ended, feed the others' tokens: ``(logits, mask, next_pos)``."""
+        if len(keep) < active:
+            idx = torch.tensor(keep, device=token.device)
+            _select_rows(cache, idx)
+            token, mask, next_pos = token[idx], mask[idx], next_pos[idx]
+        mask = torch.cat([mask, mask.new_ones(len(keep), 1)], dim=-1)
+        logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
+        return logits, mask, next_pos + 1
 
     def _joinable(self) -> bool:
         """Whether this model's KV cache can take new rows mid-decode (continuous path)."""
