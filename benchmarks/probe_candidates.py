@@ -47,7 +47,7 @@ def generate_candidates(args: argparse.Namespace, path: Path) -> list[dict]:
 
     model, tok = load_model(args.model, device="cpu")
     sampler = Sampler(model, tok, batch_size=args.gen_batch, chat=True, show_progress=False)
-    chunk = max(1, args.gen_batch // args.samples)
+    chunk = args.chunk_problems  # several batches per call: continuous decoding refills rows
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         t0 = time.perf_counter()

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--gen-batch", type=int, default=32)
+    ap.add_argument("--chunk-problems", type=int, default=16,
+                    help="problems per sampling call (cached after each)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "out")
     ap.add_argument("--threads", type=int, default=2)

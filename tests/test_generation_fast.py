@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
-from ucoder.decoding import PreallocatedLayer, preallocated_cache
+from ucoder.decoding import PreallocatedLayer, drop_rows, preallocated_cache
 from ucoder.generation import Sampler
 
 PROMPTS = ["def add(a, b):", "x = [1, 2, 3]\nfor v in x:", "class Stack:\n    def push(self, v):"]
@@ -54,6 +54,21 @@ def test_preallocated_layer_grows_past_its_capacity_and_selects_rows():
     layer.batch_select_indices(torch.tensor([1, 1, 0]))
     assert torch.equal(layer.keys[0], keys[1]) and torch.equal(layer.keys[2], keys[0])
     assert torch.equal(layer.values, -layer.keys)
+
+
+def test_drop_rows_fills_the_freed_slots_from_the_tail_and_reports_the_order():
+    cache = preallocated_cache(tiny_llama(tiny_tokenizer()), capacity=8)
+    rows = torch.arange(6, dtype=torch.float32).reshape(6, 1, 1, 1).expand(6, 2, 3, 4)
+    for layer in cache.layers:
+        layer.update(rows.clone(), -rows)
+    order = drop_rows(cache, keep=[0, 2, 4, 5], total=6, device="cpu")
+    assert order == [0, 4, 2, 5]  # slots 1 and 3 are freed and take rows 4 and 5
+    for layer in cache.layers:
+        assert layer.keys.shape == (4, 2, 3, 4)
+        assert layer.keys[:, 0, 0, 0].tolist() == [float(i) for i in order]
+        assert torch.equal(layer.values, -layer.keys)
+        layer.update(rows[:4, :, :1] + 10, -(rows[:4, :, :1] + 10))  # the buffer still grows
+        assert layer.keys.shape == (4, 2, 4, 4)
 
 
 def test_preallocated_cache_gives_the_same_logits_as_a_forward_pass():

@@ -106,11 +106,13 @@ class ContinuousDecoder:
                 else:
                     cache, mask, logits, pos = new_cache, new_mask, new_logits, new_pos
                 active += new
-            token, logprob = self.choose(logits)
+            token, logprob = sampler._choose(self.choose, logits, active)
             keep = sampler._advance(active, token.tolist(), logprob.tolist(), self.stop,
                                     self.max_new_tokens, self.bar)
             produced += len(active)
+            order = keep
             if keep:
-                logits, mask, pos = sampler._step(cache, token, mask, pos, keep, len(active))
-            active = [active[k] for k in keep]
+                logits, mask, pos, order = sampler._step(cache, token, mask, pos, keep,
+                                                         len(active))
+            active = [active[k] for k in order]
         return produced

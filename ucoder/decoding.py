@@ -61,6 +61,30 @@ def select_rows(cache, index: torch.Tensor) -> None:
     cache.batch_select_indices(index)
 
 
+def drop_rows(cache, keep: list[int], total: int, device) -> list[int]:
+    """Remove the rows not in ``keep`` (of ``total``) from a KV cache, in place.
+
+    Returns the new row order: for each row left, its index before. With preallocated
+    layers the rows left at the tail move into the freed slots, one row's copy per
+    finished row: compacting in order would copy the whole cache of every layer each
+    time a sample ends, which under stop strings is nearly every step. Other caches keep
+    the order (one ``index_select``).
+    """
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(layer, PreallocatedLayer) for layer in layers):
+        select_rows(cache, torch.tensor(keep, device=device))
+        return list(keep)
+    kept, n = set(keep), len(keep)
+    holes = [i for i in range(n) if i not in kept]
+    movers = [i for i in range(n, total) if i in kept]
+    for layer in layers:
+        layer.move_rows(holes, movers, n)
+    order = list(range(n))
+    for hole, mover in zip(holes, movers):
+        order[hole] = mover
+    return order
+
+
 def left_pad(seqs: list[list[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ``(input_ids, attention_mask)`` tensors."""
     width = max(len(s) for s in seqs)
@@ -158,6 +182,19 @@ class PreallocatedLayer(DynamicLayer):
         if self._k is None or not self._len:
             return
         self._k, self._v = self._k.index_select(0, indices), self._v.index_select(0, indices)
+        self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+
+    def move_rows(self, holes: list[int], movers: list[int], rows: int) -> None:
+        """Copy rows ``movers`` into rows ``holes`` and keep the first ``rows`` rows."""
+        if self._k is None or not self._len:
+            return
+        if holes:
+            dst = torch.tensor(holes, device=self._k.device)
+            src = torch.tensor(movers, device=self._k.device)
+            for buf in (self._k, self._v):
+                filled = buf[:, :, :self._len]
+                filled.index_copy_(0, dst, filled.index_select(0, src))
+        self._k, self._v = self._k[:rows], self._v[:rows]
         self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
 
     def reset(self) -> None:

@@ -37,6 +37,7 @@ from ucoder.decoding import (
 )
 from ucoder.decoding import check_args as _check_args
 from ucoder.decoding import device_of as _device_of
+from ucoder.decoding import drop_rows as _drop_rows
 from ucoder.decoding import eos_ids as _eos_ids
 from ucoder.decoding import left_pad as _left_pad
 from ucoder.decoding import new_cache as _new_cache
@@ -82,6 +83,7 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None
     text: str | None = None
+    seq: int = 0  # place in the batching plan: tokens are drawn in this order
 
 
 class Sampler:
@@ -210,6 +212,8 @@ class Sampler:
             self._generator_model = merged_generation_copy(self.model, COPY_DTYPES[self.dtype])
         try:
             plan = _plan_batches(encoded, n, self.batch_size)
+            for seq, (i, j) in enumerate(pair for batch in plan for pair in batch):
+                rows[i][j].seq = seq
             if self.decode == "continuous" and self._joinable():
                 from ucoder.continuous import ContinuousDecoder
 
@@ -236,15 +240,17 @@ class Sampler:
         fast = self.decode != "reference"
         logits, cache, mask, next_pos = self._prefill(encoded, rows, max_new_tokens)
         active, produced = list(rows), 0
+        choose = lambda x: _pick(x.float(), temperature, top_p, top_k, generator, fast)  # noqa: E731
         while True:  # every row ends by max_new_tokens (see _advance)
-            token, logprob = _pick(logits.float(), temperature, top_p, top_k, generator, fast)
+            token, logprob = self._choose(choose, logits, active)
             keep = self._advance(active, token.tolist(), logprob.tolist(), stop,
                                  max_new_tokens, bar)
             produced += len(active)
             if not keep:
                 return produced
-            logits, mask, next_pos = self._step(cache, token, mask, next_pos, keep, len(active))
-            active = [active[k] for k in keep]
+            logits, mask, next_pos, order = self._step(cache, token, mask, next_pos, keep,
+                                                       len(active))
+            active = [active[k] for k in order]
 
     def _prefill(self, encoded, rows: list[_Row], max_new_tokens: int):
         """Prefill the rows' distinct prompts once and fan out to the rows:
@@ -281,15 +287,29 @@ class Sampler:
                 bar.update(1)
         return keep
 
+    @staticmethod
+    def _choose(choose, logits, active: list[_Row]):
+        """``choose(logits)`` with rows taken in plan order, so that a seed draws the same
+        tokens whatever order the cache keeps its rows in."""
+        order = sorted(range(len(active)), key=lambda k: active[k].seq)
+        if order == list(range(len(active))):
+            return choose(logits)
+        idx = torch.tensor(order, device=logits.device)
+        token, logprob = choose(logits[idx])
+        return token.new_empty(token.shape).index_copy_(0, idx, token), \
+            logprob.new_empty(logprob.shape).index_copy_(0, idx, logprob)
+
     def _step(self, cache, token, mask, next_pos, keep: list[int], active: int):
-        """Drop the rows that ended, feed the others' tokens: ``(logits, mask, next_pos)``."""
+        """Drop the rows that ended, feed the others' tokens:
+        ``(logits, mask, next_pos, order)``, ``order`` the new place of each row kept."""
+        order = keep
         if len(keep) < active:
-            idx = torch.tensor(keep, device=token.device)
-            _select_rows(cache, idx)
+            order = _drop_rows(cache, keep, active, token.device)
+            idx = torch.tensor(order, device=token.device)
             token, mask, next_pos = token[idx], mask[idx], next_pos[idx]
         mask = torch.cat([mask, mask.new_ones(len(keep), 1)], dim=-1)
         logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
-        return logits, mask, next_pos + 1
+        return logits, mask, next_pos + 1, order
 
     def _joinable(self) -> bool:
         """Whether this model's KV cache can take new rows mid-decode (continuous path)."""
