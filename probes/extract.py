@@ -13,7 +13,6 @@ if it had been run alone. Works on 4-bit (bitsandbytes) and PEFT-wrapped models.
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Sequence
 from typing import Literal
 
