@@ -179,18 +179,30 @@ class Calibrator:
     @classmethod
     def fit(cls, scores: torch.Tensor, labels: Sequence[bool], steps: int = 200
             ) -> Calibrator:
-        """Fit ``a``, ``b`` by logistic loss (LBFGS) on ``scores`` and ``labels``."""
-        s, y = scores.detach().float(), torch.as_tensor(np.asarray(labels, float)).float()
-        ab = torch.tensor([1.0, 0.0], requires_grad=True)
-        opt = torch.optim.LBFGS([ab], max_iter=steps)
+        """Fit ``a``, ``b`` by logistic loss (LBFGS) on ``scores`` and ``labels``.
+
+        The fit runs on standardised scores in float64: ranking objectives leave scores
+        of any scale (tens, for separable training rows), where plain LBFGS from
+        ``a = 1`` overflows to NaN. A fit that still fails keeps the standardising map,
+        which preserves the order.
+        """
+        s = scores.detach().double()
+        y = torch.as_tensor(np.asarray(labels, float), dtype=torch.float64)
+        mean, std = s.mean(), s.std(unbiased=False).clamp(min=1e-12)
+        z = (s - mean) / std
+        ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([ab], max_iter=steps, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * s + ab[1], y)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y)
             loss.backward()
             return loss
         opt.step(closure)
-        return cls(float(ab[0]), float(ab[1]))
+        a, b = ab.detach().tolist()
+        if not (math.isfinite(a) and math.isfinite(b)):
+            a, b = 1.0, 0.0
+        return cls(float(a / std), float(b - a * mean / std))
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.a * scores.float() + self.b)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -66,6 +68,20 @@ def test_calibrator_maps_scores_to_probabilities_that_match_the_rate():
     assert abs(float(probs.mean()) - sum(y) / len(y)) < 0.05
     order = torch.argsort(scores)
     assert torch.all(probs[order][1:] >= probs[order][:-1] - 1e-6)  # monotone
+
+
+def test_calibrator_stays_finite_on_ranker_scores_of_large_scale():
+    # Scores of tens, as ranking objectives leave on separable rows: plain LBFGS from
+    # a = 1 overflowed to NaN here, and every comparison of NaN scores counted as a loss.
+    gen = torch.Generator().manual_seed(0)
+    y = torch.rand(400, generator=gen) < 0.15
+    scores = torch.randn(400, generator=gen) * 20 + 30 * y.float()
+    calib = Calibrator.fit(scores, y.tolist())
+    probs = calib(scores)
+    assert math.isfinite(calib.a) and math.isfinite(calib.b) and calib.a > 0
+    assert torch.isfinite(probs).all()
+    same_order = within_auroc(scores.tolist(), y.tolist(), [0] * 400)[0]
+    assert within_auroc(probs.tolist(), y.tolist(), [0] * 400)[0] == pytest.approx(same_order)
 
 
 def test_a_calibrated_ranker_saves_and_loads_as_a_probe(tmp_path):
