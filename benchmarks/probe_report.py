@@ -49,9 +49,13 @@ def ranking_table(rows, fitted: dict, methods) -> dict:
         across = grouped_auroc_ci(s, real, groups)
         out[name] = {"across": {"auroc": across[0], "ci": list(across[1:])},
                      "within": _within(s, real, groups)}
-        if name in fitted:
-            out[name]["inner_consensus_within"] = fitted[name]["inner_mean"]
-            out[name]["chosen"] = fitted[name]["chosen"]
+    lp_per = out["logprob"]["within"]["per_problem"]
+    for name in methods:
+        out[name]["inner_consensus_within"] = fitted[name]["inner_mean"]
+        out[name]["chosen"] = fitted[name]["chosen"]
+        # Same problems in the same order (within_auroc walks the groups in row order).
+        diff = paired_bootstrap_diff(out[name]["within"]["per_problem"], lp_per)
+        out[name]["within_minus_logprob"] = {"diff": diff[0], "ci": list(diff[1:])}
     return out
 
 
@@ -107,12 +111,12 @@ def _ci(v: float, ci) -> str:
 def print_tables(labels: dict, ranking: dict, per_method: dict, chosen: str) -> None:
     print(f"labels: {labels}")
     print(f"\n{'score':<16} {'across AUROC [95% CI]':<26} {'within AUROC [95% CI]':<26} "
-          "problems  inner(consensus)")
+          f"{'within - logprob [95% CI]':<27} problems  inner(consensus)")
     for name, r in ranking.items():
-        w = r["within"]
+        w, d = r["within"], r.get("within_minus_logprob", {"diff": 0.0, "ci": [0.0, 0.0]})
         print(f"{name:<16} {_ci(r['across']['auroc'], r['across']['ci']):<26} "
-              f"{_ci(w['mean'], w['ci']):<26} {w['problems']:>8}  "
-              f"{r.get('inner_consensus_within', math.nan):.3f}")
+              f"{_ci(w['mean'], w['ci']):<26} {_ci(d['diff'], d['ci']):<27} "
+              f"{w['problems']:>8}  {r.get('inner_consensus_within', math.nan):.3f}")
     for method, table in per_method.items():
         star = " (the probe)" if method == chosen else ""
         print(f"\nselection with the {method} probe{star}:")

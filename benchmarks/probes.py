@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"comma-separated, from {','.join(ALL_METHODS)}")
     ap.add_argument("--extract-batch", type=int, default=8)
     ap.add_argument("--chunk-rows", type=int, default=128, help="rows per features file")
+    ap.add_argument("--logprob-feature", action="store_true",
+                    help="also sweep each position with the mean log-prob appended as one "
+                         "more feature (report: probes_report_<n>_logprob.json)")
     return ap.parse_args(argv)
 
 
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     feats = features(args, rows)
     if args.stop_after == "features":
         return 0
+    if args.logprob_feature:
+        feats |= with_logprob(feats, rows)
     cons = consensus_labels(rows)
     groups = [r["task_id"] for r in rows]
     t0 = time.perf_counter()
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     result |= {"settings": {k: str(v) for k, v in vars(args).items()},
                "layers": json.loads(layers_file.read_text()) if layers_file.exists() else None,
                "score_seconds": round(time.perf_counter() - t0, 1)}
-    write_json(args.out / f"probes_report_{len(greedy)}.json", result)
+    suffix = "_logprob" if args.logprob_feature else ""
+    write_json(args.out / f"probes_report_{len(greedy)}{suffix}.json", result)
     print(result["last_line"])
     return 0
 
@@ -130,6 +136,15 @@ def features(args: argparse.Namespace, rows: list[dict]) -> dict[str, torch.Tens
                   f"{time.perf_counter() - t0:.0f}s", flush=True)
         parts.append(load_file(str(path)))
     return {p: torch.cat([part[p] for part in parts]) for p in POSITIONS}
+
+
+def with_logprob(feats: dict[str, torch.Tensor], rows: list[dict]) -> dict[str, torch.Tensor]:
+    """``{position+logprob: features with the row's mean log-prob as one more column}``:
+    a feature set the sweep may choose, so a probe can build on fluency, not only
+    compete with it."""
+    lp = torch.tensor([float(r["mean_logprob"]) for r in rows])
+    return {f"{p}+logprob": torch.cat([x, lp[:, None, None].expand(-1, x.shape[1], 1)], dim=-1)
+            for p, x in feats.items()}
 
 
 def _load(name: str):
