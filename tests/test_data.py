@@ -44,6 +44,22 @@ def test_chat_format_masks_the_prompt_and_learns_the_assistant_turn():
     assert head.endswith("<|im_start|>user\nAdd two numbers.<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_answer_prefix_trains_in_the_exact_context_the_sampler_prefills():
+    from tests.tiny import tiny_llama
+    from ucoder.generation import Sampler
+    from ucoder.ipc.prompts import SOLUTION_PREFIX
+
+    tok = tiny_tokenizer()
+    code = "def add(a, b):\n    return a + b"
+    (ex,), _ = tokenize_pairs([(1, "Add two numbers.", code)], tok,
+                              answer_prefix=SOLUTION_PREFIX, answer_suffix="\n```")
+    assert _learned_text(tok, ex) == code + "\n```<|im_end|>\n"
+    start = ex.labels.index(next(t for t in ex.labels if t != IGNORE))
+    sampler = Sampler(tiny_llama(tok), tok, chat=True, show_progress=False)
+    context = sampler.encode_prompt(sampler.format_prompt("Add two numbers.", SOLUTION_PREFIX))
+    assert ex.input_ids[:start] == context
+
+
 def test_plain_format_learns_completion_and_eos():
     tok = tiny_tokenizer()
     (ex,), _ = tokenize_pairs([(1, "def f(x):\n", "    return x\n")], tok, format="plain")

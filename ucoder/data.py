@@ -84,12 +84,15 @@ def read_pairs(path: str | Path) -> list[tuple[int, str, str]]:
     return pairs
 
 
-def _chat_ids(tokenizer, prompt: str, completion: str, system_prompt: str | None):
+def _chat_ids(tokenizer, prompt: str, completion: str, system_prompt: str | None,
+              prefix: str = "", suffix: str = ""):
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": prompt})
-    head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    head = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                         tokenize=False) + prefix
     full = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": completion}], tokenize=False)
+        messages + [{"role": "assistant", "content": prefix + completion + suffix}],
+        tokenize=False)
     # Tokenize the rendered text without adding special tokens again (the template has them).
     head_ids = tokenizer(head, add_special_tokens=False).input_ids
     full_ids = tokenizer(full, add_special_tokens=False).input_ids
@@ -100,23 +103,31 @@ def _chat_ids(tokenizer, prompt: str, completion: str, system_prompt: str | None
     return full_ids[:n], full_ids[n:]
 
 
-def _plain_ids(tokenizer, prompt: str, completion: str):
-    head = tokenizer(prompt).input_ids  # adds BOS where the tokenizer does
-    tail = tokenizer(completion, add_special_tokens=False).input_ids
+def _plain_ids(tokenizer, prompt: str, completion: str, prefix: str = "", suffix: str = ""):
+    head = tokenizer(prompt + prefix).input_ids  # adds BOS where the tokenizer does
+    tail = tokenizer(completion + suffix, add_special_tokens=False).input_ids
     if tokenizer.eos_token_id is not None:
         tail.append(tokenizer.eos_token_id)
     return head, tail
 
 
 def tokenize_pairs(pairs, tokenizer, *, format: str = "chat", max_length: int = 1024,
-                   overlong: str = "truncate", system_prompt: str | None = None):
-    """Tokenize pairs and apply the length rule; return ``(examples, TokenizeStats)``."""
+                   overlong: str = "truncate", system_prompt: str | None = None,
+                   answer_prefix: str = "", answer_suffix: str = ""):
+    """Tokenize pairs and apply the length rule; return ``(examples, TokenizeStats)``.
+
+    ``answer_prefix`` joins the context (no loss), as the Sampler's ``prefix`` does when
+    it prefills the answer: with the generation stages' prefix and the closing text of
+    their stop string, the model trains in exactly the context it samples in.
+    """
     stats, examples = TokenizeStats(), []
     for lineno, prompt, completion in pairs:
         if format == "chat":
-            head, tail = _chat_ids(tokenizer, prompt, completion, system_prompt)
+            head, tail = _chat_ids(tokenizer, prompt, completion, system_prompt,
+                                   answer_prefix, answer_suffix)
         else:
-            head, tail = _plain_ids(tokenizer, prompt, completion)
+            head, tail = _plain_ids(tokenizer, prompt, completion, answer_prefix,
+                                    answer_suffix)
         if len(head) + len(tail) > max_length:
             if len(head) >= max_length or overlong == "drop":
                 stats.dropped += 1
@@ -193,6 +204,10 @@ class SFTDataModule(L.LightningDataModule):
         batch_size: examples per batch (per device).
         format: ``chat`` (tokenizer chat template) or ``plain`` (prompt + completion).
         system_prompt: optional system turn for the chat format.
+        answer_prefix: text after the prompt that is context, not target (the answer
+            prefix the generation stages prefill, e.g. ``"```python\n"``).
+        answer_suffix: text trained after each completion (e.g. ``"\n```"``, the end
+            of the fence that stops sampling).
         overlong: ``truncate`` the completion or ``drop`` the example when too long.
         group_by_length: batch examples of similar length together (less padding).
         pack: concatenate each batch into one padding-free row (per-example positions).
@@ -208,6 +223,8 @@ class SFTDataModule(L.LightningDataModule):
         batch_size: int = 8,
         format: Literal["chat", "plain"] = "chat",
         system_prompt: str | None = None,
+        answer_prefix: str = "",
+        answer_suffix: str = "",
         overlong: Literal["truncate", "drop"] = "truncate",
         group_by_length: bool = True,
         pack: bool = False,
@@ -266,7 +283,8 @@ class SFTDataModule(L.LightningDataModule):
         hp = self.hparams
         examples, stats = tokenize_pairs(
             read_pairs(path), self.tokenizer, format=hp.format, max_length=hp.max_length,
-            overlong=hp.overlong, system_prompt=hp.system_prompt)
+            overlong=hp.overlong, system_prompt=hp.system_prompt,
+            answer_prefix=hp.answer_prefix, answer_suffix=hp.answer_suffix)
         if stats.truncated or stats.dropped:
             log.warning("%s: %d examples kept, %d truncated, %d dropped (prompt too long for "
                         "max_length=%d; lines %s)", path, stats.kept, stats.truncated,
