@@ -1,16 +1,16 @@
 """Sampling speed: the Sampler against the baselines a user would pick, and the roofline.
 
-    .venv/bin/python benchmarks/generation.py [--prompts 32] [--samples 8] [--batch-size 64]
+    .venv/bin/python benchmarks/generation.py [--prompts 32] [--samples 8] [--batch-size 256]
         [--repeats 3] [--threads 2] [--bf16] [--fast]
 
 All in one run, on the embedded model, on the IPC candidates workload (chat template,
 answer prefix, the solution stage's stop strings, T=0.8, top-p 0.95; by default 32
-prompts x 8 samples in batches of 64, as a round's candidates stage runs many more rows
-than one batch):
+prompts x 8 samples; `before` and `fast` in batches of 64):
 
-* ``Sampler`` (default ``decode="continuous"``: finished rows refilled from pending ones,
-  fp32); ``before`` is ``Sampler(decode="reference")``, the Sampler of the day issue 15
-  was filed (growing ``DynamicCache``, full ``log_softmax``, in-order row compaction);
+* ``Sampler`` (its defaults: ``decode="continuous"``, finished rows refilled from pending
+  ones, up to 256 rows at once within a KV-cache budget, fp32); ``before`` is
+  ``Sampler(decode="reference", batch_size=64)``, the Sampler of the day issue 15 was
+  filed (growing ``DynamicCache``, full ``log_softmax``, in-order row compaction, 64 rows);
   ``--fast`` adds ``Sampler(decode="fast")`` (batch by batch on today's cache);
 * batched ``model.generate(num_return_sequences=n, stop_strings=..., top_k=256)`` on the
   same rows in one batch (what a user writes with transformers);
@@ -138,12 +138,21 @@ class Clock:
 
 
 def sampler_run(model, tok, prompts, args, **options) -> Clock:
-    sampler = Sampler(model, tok, batch_size=args.batch_size, show_progress=False, **options)
+    options.setdefault("batch_size", args.batch_size)
+    sampler = Sampler(model, tok, show_progress=False, **options)
     with Clock() as clock:
         sampler.sample(prompts, args.samples, max_new_tokens=args.max_new_tokens, seed=0,
                        stop=list(STOP), prefix=SOLUTION_PREFIX, **SAMPLING)
     clock.tokens = sampler.last_stats["tokens"]
     return clock
+
+
+def rows_at_once(model, tok, prompts, args) -> int:
+    """The rows the Sampler decodes together on this workload (``batch_size`` capped by
+    its KV-cache budget), which batched ``generate`` gets too."""
+    sampler = Sampler(model, tok, batch_size=args.batch_size, show_progress=False)
+    encoded = [sampler.encode_prompt(sampler.format_prompt(p, SOLUTION_PREFIX)) for p in prompts]
+    return min(sampler._rows_at_once(encoded, args.max_new_tokens), len(prompts) * args.samples)
 
 
 def _chat_texts(tok, prompts) -> list[str]:
@@ -200,7 +209,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--prompts", type=int, default=32, help=f"at most {len(PROMPTS)}")
     ap.add_argument("--samples", type=int, default=8, help="samples per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=256,
+                    help="the Sampler's (and batched generate's) rows at once, at most")
+    ap.add_argument("--before-batch", type=int, default=64,
+                    help="rows at once of `before` and `fast` (64: the default then)")
     ap.add_argument("--repeats", type=int, default=3, help="turns per runner (median)")
     ap.add_argument("--naive-rows", type=int, default=3, help="rows for the one-stream run")
     ap.add_argument("--threads", type=int, default=2)
@@ -222,15 +234,19 @@ def main() -> None:
     print(f"model={EMBEDDED_MODEL} dtype={model.dtype} threads={args.threads} "
           f"rows={len(prompts)}x{args.samples} batch={args.batch_size} "
           f"max_new_tokens={args.max_new_tokens} repeats={args.repeats}")
+    args.batch_size = rows_at_once(model, tok, prompts, args)
+    print(f"Sampler rows at once: {args.batch_size} (KV-cache budget and --batch-size)")
     ceiling = roofline(model.config, min(args.batch_size, len(prompts) * args.samples))
     runners = {
         "sampler": lambda: sampler_run(model, tok, prompts, args),
-        "before": lambda: sampler_run(model, tok, prompts, args, decode="reference"),
+        "before": lambda: sampler_run(model, tok, prompts, args, decode="reference",
+                                      batch_size=args.before_batch),
         "hf_batched": lambda: hf_batched_run(model, tok, prompts, args),
         "naive": lambda: naive_run(model, tok, prompts, args),
     }
     if args.fast:
-        runners["fast"] = lambda: sampler_run(model, tok, prompts, args, decode="fast")
+        runners["fast"] = lambda: sampler_run(model, tok, prompts, args, decode="fast",
+                                              batch_size=args.before_batch)
     if args.bf16:
         runners["sampler_bf16"] = lambda: sampler_run(model, tok, prompts, args,
                                                       dtype="bfloat16")

@@ -35,7 +35,7 @@ class RoundStep:
 
     def __init__(self, round_config: RoundConfig | None = None, keep_previous: bool = True,
                  stop_when_empty: bool = True, avoid_repeats: bool = True,
-                 batch_size: int = 64, seed: int = 0):
+                 batch_size: int = 256, seed: int = 0):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is not allowed: expected an "
                              "integer >= 1")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
-from ucoder.decoding import PreallocatedLayer, drop_rows, preallocated_cache
+from ucoder.decoding import PreallocatedLayer, drop_rows, kv_bytes_per_token, preallocated_cache
 from ucoder.generation import Sampler
 
 PROMPTS = ["def add(a, b):", "x = [1, 2, 3]\nfor v in x:", "class Stack:\n    def push(self, v):"]
@@ -173,3 +173,28 @@ def test_join_right_aligns_rows_and_drops_columns_no_row_reads():
     assert layer._k.shape[-2] == 8  # room for 4 more steps
     assert layer.keys[2, 0, :, 0].tolist() == [0.0, 2.0, 2.0, 2.0]  # zeros where padded
     assert torch.equal(layer.values, -layer.keys)
+
+
+def test_kv_cache_budget_caps_the_rows_decoded_at_once(family):
+    model, tok = family
+    sampler = Sampler(model, tok, chat=False, show_progress=False, batch_size=64,
+                      decode="fast")
+    longest = max(len(sampler.encode_prompt(p)) for p in PROMPTS)
+    per_row = kv_bytes_per_token(model) * (longest + 20)
+    cfg = model.config
+    assert kv_bytes_per_token(model) == 2 * cfg.num_hidden_layers * 4 * (
+        getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads) * (
+        cfg.hidden_size // cfg.num_attention_heads)
+    sampler.kv_cache_gib = 4.5 * per_row / 2**30  # room for 4 rows, not 5
+    capped = sampler.sample(PROMPTS, 3, max_new_tokens=20, temperature=1.0, seed=3)
+    assert sampler.last_stats["rows_at_once"] == 4
+    ref = Sampler(model, tok, chat=False, show_progress=False, batch_size=4,
+                  decode="reference").sample(PROMPTS, 3, max_new_tokens=20, temperature=1.0,
+                                             seed=3)
+    assert [[s.token_ids for s in g] for g in capped] == [[s.token_ids for s in g] for g in ref]
+
+
+def test_a_bad_kv_cache_budget_is_named():
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="kv_cache_gib=0"):
+        Sampler(tiny_llama(tok), tok, kv_cache_gib=0)

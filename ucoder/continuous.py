@@ -78,15 +78,17 @@ class ContinuousDecoder:
         encoded: token ids of every prompt.
         max_new_tokens, temperature, top_p, top_k, stop, generator: as in ``sample``.
         bar: the progress bar (one update per finished row).
+        rows_at_once: the most rows decoded together.
     """
 
     def __init__(self, sampler, encoded, max_new_tokens, temperature, top_p, top_k, stop,
-                 generator, bar):
+                 generator, bar, rows_at_once: int):
         self.sampler, self.encoded = sampler, encoded
         self.max_new_tokens, self.stop, self.bar = max_new_tokens, stop, bar
         self.choose = lambda logits: pick(logits.float(), temperature, top_p, top_k,
                                           generator, True)
-        self.refill_at = max(1, sampler.batch_size // 4)
+        self.rows_at_once = rows_at_once
+        self.refill_at = max(1, rows_at_once // 4)
 
     def run(self, rows: list) -> int:
         """Decode ``rows`` (in plan order) to the end; returns the tokens produced."""
@@ -94,7 +96,7 @@ class ContinuousDecoder:
         pending, active, produced = deque(rows), [], 0
         cache = mask = pos = logits = None
         while pending or active:
-            free = sampler.batch_size - len(active)
+            free = self.rows_at_once - len(active)
             if pending and (not active or free >= self.refill_at):
                 new = [pending.popleft() for _ in range(min(free, len(pending)))]
                 new_logits, new_cache, new_mask, new_pos = sampler._prefill(

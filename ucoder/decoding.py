@@ -48,6 +48,29 @@ def device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def kv_bytes_per_token(model) -> int:
+    """Bytes of KV cache one token takes in ``model`` (keys and values of every layer)."""
+    cfg = model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                 torch.float32)
+    width = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * heads * head_dim * width
+
+
+def kv_budget_bytes(model, gib: float | None) -> int:
+    """The KV-cache budget: ``gib`` GiB, or by default 2 GiB on a CPU and half the free
+    memory of a CUDA device."""
+    if gib is not None:
+        return int(gib * 2**30)
+    device = device_of(model)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] // 2)
+    return 2 * 2**30
+
+
 def new_cache(model):
     """transformers' growing ``DynamicCache`` for ``model`` (the reference decode path)."""
     try:

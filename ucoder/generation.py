@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 
 from ucoder.decoding import (
     TOP_CANDIDATES,  # noqa: F401  (re-exported)
+    kv_budget_bytes,
+    kv_bytes_per_token,
     preallocated_cache,
 )
 from ucoder.decoding import check_args as _check_args
@@ -92,7 +94,12 @@ class Sampler:
     Args:
         model: a transformers causal LM (plain, 4-bit or PEFT-wrapped).
         tokenizer: its tokenizer.
-        batch_size: rows (prompt x sample) decoded together.
+        batch_size: at most this many rows (prompt x sample) decoded together. Large
+            batches make the matrix products efficient (on this project's CPU, 256 rows
+            ran 1.26x the tokens/s of 64: ``benchmarks/generation_results.md``).
+        kv_cache_gib: the KV cache's budget; a call with long prompts or a long
+            ``max_new_tokens`` decodes fewer rows at once so that its cache fits.
+            ``None``: 2 GiB on a CPU, half the free memory of a CUDA device.
         chat: wrap prompts in the tokenizer's chat template; ``None`` = when it has one.
         system_prompt: optional system turn for chat prompts.
         show_progress: show a tqdm bar (samples done, tokens/s).
@@ -108,11 +115,15 @@ class Sampler:
             about 1e-2 per token), so it is never picked for you.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 64, chat: bool | None = None,
+    def __init__(self, model, tokenizer, *, batch_size: int = 256, chat: bool | None = None,
                  system_prompt: str | None = None, show_progress: bool = True,
-                 decode: str = "continuous", dtype: str | None = None):
+                 decode: str = "continuous", dtype: str | None = None,
+                 kv_cache_gib: float | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: expected >= 1")
+        if kv_cache_gib is not None and not kv_cache_gib > 0:
+            raise ValueError(f"kv_cache_gib={kv_cache_gib!r} is not allowed: expected > 0 "
+                             "or None (automatic)")
         if decode not in DECODE_PATHS:
             raise ValueError(f"decode={decode!r} is not allowed: expected one of {DECODE_PATHS}")
         if dtype is not None and dtype not in COPY_DTYPES:
@@ -122,7 +133,7 @@ class Sampler:
         self._generator_model = model
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.batch_size, self.kv_cache_gib = batch_size, kv_cache_gib
         self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
         if self.chat and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat=True but the tokenizer has no chat template; use chat=False")
@@ -211,14 +222,15 @@ class Sampler:
 
             self._generator_model = merged_generation_copy(self.model, COPY_DTYPES[self.dtype])
         try:
-            plan = _plan_batches(encoded, n, self.batch_size)
+            rows_at_once = self._rows_at_once(encoded, max_new_tokens)
+            plan = _plan_batches(encoded, n, rows_at_once)
             for seq, (i, j) in enumerate(pair for batch in plan for pair in batch):
                 rows[i][j].seq = seq
             if self.decode == "continuous" and self._joinable():
                 from ucoder.continuous import ContinuousDecoder
 
                 decoder = ContinuousDecoder(self, encoded, max_new_tokens, temperature, top_p,
-                                            top_k, list(stop), generator, bar)
+                                            top_k, list(stop), generator, bar, rows_at_once)
                 produced = decoder.run([rows[i][j] for batch in plan for i, j in batch])
             else:
                 for batch in plan:
@@ -231,8 +243,17 @@ class Sampler:
             self.model.train(was_training)
         seconds = time.perf_counter() - start
         self.last_stats = {"tokens": produced, "seconds": seconds,
-                           "tokens_per_s": produced / max(seconds, 1e-9)}
+                           "tokens_per_s": produced / max(seconds, 1e-9),
+                           "rows_at_once": rows_at_once}
         return [[self._to_sample(r, texts[r.prompt_index], stop) for r in group] for group in rows]
+
+    def _rows_at_once(self, encoded, max_new_tokens: int) -> int:
+        """``batch_size``, or fewer where the longest prompt + ``max_new_tokens`` rows
+        would overflow the KV-cache budget."""
+        per_row = kv_bytes_per_token(self._generator_model) * (
+            max(len(e) for e in encoded) + max_new_tokens)
+        fit = kv_budget_bytes(self._generator_model, self.kv_cache_gib) // per_row
+        return int(max(1, min(self.batch_size, fit)))
 
     def _decode_batch(self, encoded, rows: list[_Row], max_new_tokens, temperature, top_p, top_k,
                       stop, generator, bar) -> int:

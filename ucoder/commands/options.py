@@ -111,7 +111,7 @@ def load(opts: ModelOptions):
                       load_in_4bit=opts.load_in_4bit)
 
 
-def build_backend(opts: ModelOptions, *, batch_size: int = 64, chat: bool | None = None,
+def build_backend(opts: ModelOptions, *, batch_size: int = 256, chat: bool | None = None,
                   show_progress: bool = True, seed: int = 0):
     """The generation backend ``opts`` names: a ``Sampler`` or a ``VLLMBackend``.
 

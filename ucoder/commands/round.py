@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="YAML of RoundConfig fields (e.g. configs/round.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="seeds every sampling stage")
-    parser.add_argument("--batch-size", type=int, default=64, help="rows sampled together")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="most rows sampled together (fewer when the KV cache would not fit)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
