@@ -236,7 +236,7 @@ def main() -> None:
           f"max_new_tokens={args.max_new_tokens} repeats={args.repeats}")
     args.batch_size = rows_at_once(model, tok, prompts, args)
     print(f"Sampler rows at once: {args.batch_size} (KV-cache budget and --batch-size)")
-    ceiling = roofline(model.config, min(args.batch_size, len(prompts) * args.samples))
+    ceiling = roofline(model.config, args.batch_size)
     runners = {
         "sampler": lambda: sampler_run(model, tok, prompts, args),
         "before": lambda: sampler_run(model, tok, prompts, args, decode="reference",

@@ -22,7 +22,7 @@ from collections import deque
 
 import torch
 
-from ucoder.decoding import PreallocatedLayer, pick
+from ucoder.decoding import PreallocatedLayer
 
 
 def joinable(cache) -> bool:
@@ -85,8 +85,7 @@ class ContinuousDecoder:
                  generator, bar, rows_at_once: int):
         self.sampler, self.encoded = sampler, encoded
         self.max_new_tokens, self.stop, self.bar = max_new_tokens, stop, bar
-        self.choose = lambda logits: pick(logits.float(), temperature, top_p, top_k,
-                                          generator, True)
+        self.choose = sampler._chooser(temperature, top_p, top_k, generator)
         self.rows_at_once = rows_at_once
         self.refill_at = max(1, rows_at_once // 4)
 
@@ -108,7 +107,7 @@ class ContinuousDecoder:
                 else:
                     cache, mask, logits, pos = new_cache, new_mask, new_logits, new_pos
                 active += new
-            token, logprob = sampler._choose(self.choose, logits, active)
+            token, logprob = self.choose(logits, active)
             keep = sampler._advance(active, token.tolist(), logprob.tolist(), self.stop,
                                     self.max_new_tokens, self.bar)
             produced += len(active)

@@ -261,9 +261,9 @@ class Sampler:
         fast = self.decode != "reference"
         logits, cache, mask, next_pos = self._prefill(encoded, rows, max_new_tokens)
         active, produced = list(rows), 0
-        choose = lambda x: _pick(x.float(), temperature, top_p, top_k, generator, fast)  # noqa: E731
+        choose = self._chooser(temperature, top_p, top_k, generator, fast)
         while True:  # every row ends by max_new_tokens (see _advance)
-            token, logprob = self._choose(choose, logits, active)
+            token, logprob = choose(logits, active)
             keep = self._advance(active, token.tolist(), logprob.tolist(), stop,
                                  max_new_tokens, bar)
             produced += len(active)
@@ -309,20 +309,22 @@ class Sampler:
         return keep
 
     @staticmethod
-    def _choose(choose, logits, active: list[_Row]):
-        """``choose(logits)`` with rows taken in plan order, so that a seed draws the same
-        tokens whatever order the cache keeps its rows in."""
-        order = sorted(range(len(active)), key=lambda k: active[k].seq)
-        if order == list(range(len(active))):
-            return choose(logits)
-        idx = torch.tensor(order, device=logits.device)
-        token, logprob = choose(logits[idx])
-        return token.new_empty(token.shape).index_copy_(0, idx, token), \
-            logprob.new_empty(logprob.shape).index_copy_(0, idx, logprob)
+    def _chooser(temperature, top_p, top_k, generator, fast: bool = True):
+        """``choose(logits, active) -> (token, logprob)``, drawing the rows in plan order,
+        so that a seed draws the same tokens whatever order the cache keeps its rows in."""
+        def choose(logits, active: list[_Row]):
+            order = sorted(range(len(active)), key=lambda k: active[k].seq)
+            if order == list(range(len(active))):
+                return _pick(logits.float(), temperature, top_p, top_k, generator, fast)
+            idx = torch.tensor(order, device=logits.device)
+            drawn = _pick(logits[idx].float(), temperature, top_p, top_k, generator, fast)
+            return tuple(t.new_empty(t.shape).index_copy_(0, idx, t) for t in drawn)
+        return choose
 
     def _step(self, cache, token, mask, next_pos, keep: list[int], active: int):
         """Drop the rows that ended, feed the others' tokens:
-        ``(logits, mask, next_pos, order)``, ``order`` the new place of each row kept."""
+        ``(logits, mask, next_pos, order)``; ``order[k]`` is the index, before the step,
+        of the row now in place ``k``."""
         order = keep
         if len(keep) < active:
             order = _drop_rows(cache, keep, active, token.device)
