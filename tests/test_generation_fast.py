@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
-from ucoder.decoding import PreallocatedLayer, drop_rows, kv_bytes_per_token, preallocated_cache
+from ucoder.decoding import (
+    PreallocatedLayer,
+    drop_rows,
+    kv_bytes_per_token,
+    logsumexp_,
+    preallocated_cache,
+)
 from ucoder.generation import Sampler
 
 PROMPTS = ["def add(a, b):", "x = [1, 2, 3]\nfor v in x:", "class Stack:\n    def push(self, v):"]
@@ -198,3 +204,11 @@ def test_a_bad_kv_cache_budget_is_named():
     tok = tiny_tokenizer()
     with pytest.raises(ValueError, match="kv_cache_gib=0"):
         Sampler(tiny_llama(tok), tok, kv_cache_gib=0)
+
+
+def test_in_place_logsumexp_equals_torchs_bit_for_bit():
+    x = torch.randn(6, 1000, generator=torch.Generator().manual_seed(0)) * 4
+    x[1, :10] = float("-inf")
+    x[2] = float("-inf")  # a row with no finite logit stays -inf, as in torch
+    expected = x.logsumexp(dim=-1)
+    assert torch.equal(logsumexp_(x.clone()), expected)

@@ -132,16 +132,27 @@ def plan_batches(encoded: list[list[int]], n: int, batch_size: int) -> list[list
 
 
 def pick(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
-          generator: torch.Generator, fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Choose the next token per row; return it and its untempered log-prob."""
-    if fast:  # log p(t) = logit(t) - logsumexp(logits): no vocabulary-sized output
-        lse = logits.logsumexp(dim=-1, keepdim=True)
-        logprobs = _LogProbs(logits, lse)
-    else:
-        logprobs = torch.log_softmax(logits, dim=-1)
+         generator: torch.Generator, fast: bool = True,
+         order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose the next token per row; return it and its untempered log-prob.
+
+    ``order``: the order in which rows draw from ``generator`` (``None``: as stored), so
+    a seed gives the same tokens however the rows are stored; only the small top-k
+    probabilities are permuted for it, never the logits. With ``fast`` the log-probs
+    come from a log-sum-exp taken in place, which overwrites ``logits``.
+    """
     if temperature == 0:
         token = logits.argmax(dim=-1)
-        return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+    else:
+        token = _draw(logits, temperature, top_p, top_k, generator, order)
+    if not fast:
+        return token, torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+    chosen = logits.gather(-1, token[:, None]).squeeze(-1)
+    return token, chosen - logsumexp_(logits)
+
+
+def _draw(logits, temperature, top_p, top_k, generator, order) -> torch.Tensor:
+    """Sample one token per row within the top-k / top-p set, rows drawn in ``order``."""
     k = min(top_k or TOP_CANDIDATES, TOP_CANDIDATES, logits.shape[-1])
     top_logits, top_ids = logits.topk(k, dim=-1)
     probs = torch.softmax(top_logits / temperature, dim=-1)
@@ -149,19 +160,25 @@ def pick(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
         # Drop tokens once the mass before them reaches top_p (always keep the first).
         before = probs.cumsum(-1) - probs
         probs = probs.masked_fill(before >= top_p, 0.0)
-    choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)
-    token = top_ids.gather(-1, choice).squeeze(-1)
-    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+    probs = probs.cpu()
+    if order is None:
+        choice = torch.multinomial(probs, 1, generator=generator)
+    else:
+        order = order.cpu()
+        choice = torch.empty((len(order), 1), dtype=torch.long)
+        choice[order] = torch.multinomial(probs[order], 1, generator=generator)
+    return top_ids.gather(-1, choice.to(logits.device)).squeeze(-1)
 
 
-class _LogProbs:
-    """Log-probs read lazily from logits and their logsumexp (only ``gather`` is needed)."""
+def logsumexp_(x: torch.Tensor) -> torch.Tensor:
+    """``x.logsumexp(-1)`` with the same operations as torch's, in place on ``x``.
 
-    def __init__(self, logits: torch.Tensor, lse: torch.Tensor):
-        self.logits, self.lse = logits, lse
-
-    def gather(self, dim: int, index: torch.Tensor) -> torch.Tensor:
-        return self.logits.gather(dim, index) - self.lse
+    torch's version allocates a vocabulary-sized temporary for ``x - max`` at every
+    decoding step; on a CPU that is fresh memory (page faults) each time.
+    """
+    top = x.amax(dim=-1, keepdim=True)
+    top.masked_fill_(top.abs() == float("inf"), 0.0)
+    return x.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
 
 
 class PreallocatedLayer(DynamicLayer):

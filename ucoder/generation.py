@@ -46,6 +46,7 @@ from ucoder.decoding import new_cache as _new_cache
 from ucoder.decoding import pick as _pick
 from ucoder.decoding import plan_batches as _plan_batches
 from ucoder.decoding import select_rows as _select_rows
+from ucoder.heap import reuse_freed_memory
 
 DECODE_PATHS = ("continuous", "fast", "reference")
 COPY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -216,27 +217,18 @@ class Sampler:
         self.model.eval()
         bar = tqdm(total=len(prompts) * n, desc="sampling", unit="sample",
                    disable=not self.show_progress, dynamic_ncols=True)
-        start, produced = time.perf_counter(), 0
-        if self.dtype is not None:
-            from ucoder.models import merged_generation_copy
-
-            self._generator_model = merged_generation_copy(self.model, COPY_DTYPES[self.dtype])
+        start = time.perf_counter()
+        on_cpu = _device_of(self.model).type == "cpu"
         try:
-            rows_at_once = self._rows_at_once(encoded, max_new_tokens)
-            plan = _plan_batches(encoded, n, rows_at_once)
-            for seq, (i, j) in enumerate(pair for batch in plan for pair in batch):
-                rows[i][j].seq = seq
-            if self.decode == "continuous" and self._joinable():
-                from ucoder.continuous import ContinuousDecoder
+            with reuse_freed_memory(on_cpu and self.decode != "reference"):
+                if self.dtype is not None:
+                    from ucoder.models import merged_generation_copy
 
-                decoder = ContinuousDecoder(self, encoded, max_new_tokens, temperature, top_p,
-                                            top_k, list(stop), generator, bar, rows_at_once)
-                produced = decoder.run([rows[i][j] for batch in plan for i, j in batch])
-            else:
-                for batch in plan:
-                    produced += self._decode_batch(encoded, [rows[i][j] for i, j in batch],
-                                                   max_new_tokens, temperature, top_p, top_k,
-                                                   list(stop), generator, bar)
+                    self._generator_model = merged_generation_copy(self.model,
+                                                                   COPY_DTYPES[self.dtype])
+                rows_at_once = self._rows_at_once(encoded, max_new_tokens)
+                produced = self._decode_all(encoded, rows, rows_at_once, bar, max_new_tokens,
+                                            temperature, top_p, top_k, list(stop), generator)
         finally:
             bar.close()
             self._generator_model = self.model  # free the copy
@@ -246,6 +238,23 @@ class Sampler:
                            "tokens_per_s": produced / max(seconds, 1e-9),
                            "rows_at_once": rows_at_once}
         return [[self._to_sample(r, texts[r.prompt_index], stop) for r in group] for group in rows]
+
+    def _decode_all(self, encoded, rows: list[list[_Row]], rows_at_once: int, bar,
+                    max_new_tokens, temperature, top_p, top_k, stop, generator) -> int:
+        """Decode every row (continuous refills where the cache allows, else batch by
+        batch); returns the tokens produced."""
+        plan = _plan_batches(encoded, len(rows[0]) if rows else 1, rows_at_once)
+        for seq, (i, j) in enumerate(pair for batch in plan for pair in batch):
+            rows[i][j].seq = seq
+        if self.decode == "continuous" and self._joinable():
+            from ucoder.continuous import ContinuousDecoder
+
+            decoder = ContinuousDecoder(self, encoded, max_new_tokens, temperature, top_p,
+                                        top_k, stop, generator, bar, rows_at_once)
+            return decoder.run([rows[i][j] for batch in plan for i, j in batch])
+        return sum(self._decode_batch(encoded, [rows[i][j] for i, j in batch], max_new_tokens,
+                                      temperature, top_p, top_k, stop, generator, bar)
+                   for batch in plan)
 
     def _rows_at_once(self, encoded, max_new_tokens: int) -> int:
         """``batch_size``, or fewer where the longest prompt + ``max_new_tokens`` rows
@@ -311,14 +320,12 @@ class Sampler:
     @staticmethod
     def _chooser(temperature, top_p, top_k, generator, fast: bool = True):
         """``choose(logits, active) -> (token, logprob)``, drawing the rows in plan order,
-        so that a seed draws the same tokens whatever order the cache keeps its rows in."""
+        so that a seed draws the same tokens whatever order the cache keeps its rows in.
+        The fast paths overwrite ``logits`` (see :func:`ucoder.decoding.pick`)."""
         def choose(logits, active: list[_Row]):
             order = sorted(range(len(active)), key=lambda k: active[k].seq)
-            if order == list(range(len(active))):
-                return _pick(logits.float(), temperature, top_p, top_k, generator, fast)
-            idx = torch.tensor(order, device=logits.device)
-            drawn = _pick(logits[idx].float(), temperature, top_p, top_k, generator, fast)
-            return tuple(t.new_empty(t.shape).index_copy_(0, idx, t) for t in drawn)
+            drawn = None if order == list(range(len(active))) else torch.tensor(order)
+            return _pick(logits.float(), temperature, top_p, top_k, generator, fast, drawn)
         return choose
 
     def _step(self, cache, token, mask, next_pos, keep: list[int], active: int):
