@@ -1,7 +1,7 @@
 """Sampling speed: the Sampler against the baselines a user would pick, and the roofline.
 
     .venv/bin/python benchmarks/generation.py [--prompts 32] [--samples 8] [--batch-size 256]
-        [--repeats 3] [--threads 2] [--bf16] [--fast]
+        [--repeats 3] [--threads 2] [--bf16] [--fast] [--unshared]
 
 All in one run, on the embedded model, on the IPC candidates workload (chat template,
 answer prefix, the solution stage's stop strings, T=0.8, top-p 0.95; by default 32
@@ -12,6 +12,8 @@ prompts x 8 samples; `before` and `fast` in batches of 64):
   ``Sampler(decode="reference", batch_size=64)``, the Sampler of the day issue 15 was
   filed (growing ``DynamicCache``, full ``log_softmax``, in-order row compaction, 64 rows);
   ``--fast`` adds ``Sampler(decode="fast")`` (batch by batch on today's cache);
+  ``--unshared`` adds ``Sampler(share_prompts=False)`` (each row a copy of its prompt's
+  KV cache, as before shared-prompt attention);
 * batched ``model.generate(num_return_sequences=n, stop_strings=..., top_k=256)`` on the
   same rows in one batch (what a user writes with transformers);
 * ``model.generate`` one prompt at a time (naive, a subset of rows, compared as a rate);
@@ -219,6 +221,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--bf16", action="store_true", help="also time Sampler(dtype='bfloat16')")
     ap.add_argument("--fast", action="store_true",
                     help="also time Sampler(decode='fast'), batch by batch")
+    ap.add_argument("--unshared", action="store_true",
+                    help="also time Sampler(share_prompts=False): prompt KV copied to every row")
     ap.add_argument("--no-stop", action="store_true", help="no stop strings (long samples)")
     ap.add_argument("--only", nargs="+", help="run only these runners (no final ratios)")
     return ap.parse_args()
@@ -247,6 +251,8 @@ def main() -> None:
     if args.fast:
         runners["fast"] = lambda: sampler_run(model, tok, prompts, args, decode="fast",
                                               batch_size=args.before_batch)
+    if args.unshared:
+        runners["unshared"] = lambda: sampler_run(model, tok, prompts, args, share_prompts=False)
     if args.bf16:
         runners["sampler_bf16"] = lambda: sampler_run(model, tok, prompts, args,
                                                       dtype="bfloat16")
@@ -280,6 +286,8 @@ def report(clocks: dict[str, list[Clock]], ceiling: dict[str, float], bf16: bool
     if not final:
         return
     print(f"sampler_vs_shapes_ceiling={med['sampler'] / ceiling['shapes']:.2f}")
+    if "unshared" in med:
+        print(f"sampler_vs_unshared={med['sampler'] / med['unshared']:.2f} (prompt KV per row)")
     if "fast" in med:
         print(f"sampler_vs_fast={med['sampler'] / med['fast']:.2f} (batch by batch, today's cache)")
     print(f"sampler_vs_naive={med['sampler'] / med['naive']:.2f} "

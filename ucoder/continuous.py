@@ -23,6 +23,7 @@ from collections import deque
 import torch
 
 from ucoder.decoding import PreallocatedLayer
+from ucoder.prompt_sharing import SharedPromptCache
 
 
 def joinable(cache) -> bool:
@@ -44,6 +45,8 @@ def join(cache_a, mask_a: torch.Tensor, cache_b, mask_b: torch.Tensor, spare: in
     mask = mask[:, lead:]
     for layer_a, layer_b in zip(cache_a.layers, cache_b.layers):
         _join_layer(layer_a, layer_b, width, lead, spare)
+    if isinstance(cache_a, SharedPromptCache):  # the layers above held the rows' own tokens
+        cache_a.join(cache_b)
     return mask
 
 

@@ -100,8 +100,11 @@ def drop_rows(cache, keep: list[int], total: int, device) -> list[int]:
     kept, n = set(keep), len(keep)
     holes = [i for i in range(n) if i not in kept]
     movers = [i for i in range(n, total) if i in kept]
-    for layer in layers:
-        layer.move_rows(holes, movers, n)
+    if hasattr(cache, "move_rows"):  # a cache with per-row state of its own
+        cache.move_rows(holes, movers, n)
+    else:
+        for layer in layers:
+            layer.move_rows(holes, movers, n)
     order = list(range(n))
     for hole, mover in zip(holes, movers):
         order[hole] = mover
@@ -118,6 +121,16 @@ def left_pad(seqs: list[list[int]], pad_id: int | None) -> tuple[torch.Tensor, t
         ids[k, width - len(s):] = torch.tensor(s, dtype=torch.long)
         mask[k, width - len(s):] = 1
     return ids, mask
+
+
+def common_prefix_length(seqs: list[list[int]]) -> int:
+    """How many leading tokens all ``seqs`` share, leaving each at least one of its own."""
+    shared = 0
+    for column in zip(*seqs):
+        if any(t != column[0] for t in column):
+            break
+        shared += 1
+    return min(shared, min(len(s) for s in seqs) - 1)
 
 
 def plan_batches(encoded: list[list[int]], n: int, batch_size: int) -> list[list[tuple[int, int]]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ucoder.decoding import (
     TOP_CANDIDATES,  # noqa: F401  (re-exported)
+    common_prefix_length,
     kv_budget_bytes,
     kv_bytes_per_token,
     preallocated_cache,
@@ -47,8 +49,10 @@ from ucoder.decoding import pick as _pick
 from ucoder.decoding import plan_batches as _plan_batches
 from ucoder.decoding import select_rows as _select_rows
 from ucoder.heap import reuse_freed_memory
+from ucoder.prompt_sharing import SharedPromptCache, attention_of, shareable
 
 DECODE_PATHS = ("continuous", "fast", "reference")
+MIN_COMMON_PREFIX = 16  # shorter common prefixes are not worth a prefill of their own
 COPY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -114,12 +118,17 @@ class Sampler:
             so it follows training. ``None``: the model as it is. ``bfloat16`` is faster
             on CPUs with AVX512-BF16 or AMX but changes the numbers (log-probs move by
             about 1e-2 per token), so it is never picked for you.
+        share_prompts: on the continuous path, keep each prompt's KV cache once for all
+            its samples and attend to it once per prompt (:mod:`ucoder.prompt_sharing`)
+            instead of copying it to every row. The same softmax, to float rounding.
+            ``None``: on a CPU (where it was measured) for models with SDPA attention and
+            full-attention layers only.
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int = 256, chat: bool | None = None,
                  system_prompt: str | None = None, show_progress: bool = True,
                  decode: str = "continuous", dtype: str | None = None,
-                 kv_cache_gib: float | None = None):
+                 kv_cache_gib: float | None = None, share_prompts: bool | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is not allowed: expected >= 1")
         if kv_cache_gib is not None and not kv_cache_gib > 0:
@@ -127,10 +136,13 @@ class Sampler:
                              "or None (automatic)")
         if decode not in DECODE_PATHS:
             raise ValueError(f"decode={decode!r} is not allowed: expected one of {DECODE_PATHS}")
+        if share_prompts not in (None, True, False):
+            raise ValueError(f"share_prompts={share_prompts!r} is not allowed: expected None "
+                             "(automatic), True or False")
         if dtype is not None and dtype not in COPY_DTYPES:
             raise ValueError(f"dtype={dtype!r} is not allowed: expected None or one of "
                              f"{sorted(COPY_DTYPES)}")
-        self.decode, self.dtype = decode, dtype
+        self.decode, self.dtype, self.share_prompts = decode, dtype, share_prompts
         self._generator_model = model
         self.model = model
         self.tokenizer = tokenizer
@@ -147,6 +159,7 @@ class Sampler:
         params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.last_stats: dict[str, float] = {}
+        self._sharing = False  # set while a continuous decode keeps prompts shared
 
     # -- prompts -------------------------------------------------------------------------
     def format_prompt(self, prompt: str, prefix: str = "") -> str:
@@ -251,7 +264,12 @@ class Sampler:
 
             decoder = ContinuousDecoder(self, encoded, max_new_tokens, temperature, top_p,
                                         top_k, stop, generator, bar, rows_at_once)
-            return decoder.run([rows[i][j] for batch in plan for i, j in batch])
+            self._sharing = self._shares_prompts()
+            with attention_of(self._generator_model) if self._sharing else nullcontext():
+                try:
+                    return decoder.run([rows[i][j] for batch in plan for i, j in batch])
+                finally:
+                    self._sharing = False
         return sum(self._decode_batch(encoded, [rows[i][j] for i, j in batch], max_new_tokens,
                                       temperature, top_p, top_k, stop, generator, bar)
                    for batch in plan)
@@ -287,18 +305,40 @@ class Sampler:
         ``(logits, cache, mask, next_pos)``, one row each."""
         device = _device_of(self.model)
         prompt_ids = sorted({r.prompt_index for r in rows})
-        input_ids, mask = _left_pad([encoded[i] for i in prompt_ids], self.tokenizer.pad_token_id)
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        cache = (_new_cache(self.model) if self.decode == "reference" else
-                 preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens))
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1)
+        seqs = [encoded[i] for i in prompt_ids]
+        width = max(len(s) for s in seqs)
+        if self._sharing:
+            cache = SharedPromptCache(self.model, max_new_tokens)
+        elif self.decode == "reference":
+            cache = _new_cache(self.model)
+        else:
+            cache = preallocated_cache(self.model, width + max_new_tokens)
+        head = self._prefill_head(seqs, cache, device) if self._sharing else 0
+        input_ids, tail_mask = _left_pad([s[head:] for s in seqs], self.tokenizer.pad_token_id)
+        mask = torch.cat([tail_mask.new_ones(len(seqs), head), tail_mask], dim=1).to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
+        logits = self._forward(input_ids.to(device), mask, positions, cache, logits_to_keep=1)
         # Fan out: row r continues prompt prompt_ids.index(r.prompt_index).
         slot = {p: k for k, p in enumerate(prompt_ids)}
         fan = torch.tensor([slot[r.prompt_index] for r in rows], device=device)
+        if self._sharing:  # the rows' own tokens start empty; the prompt stays shared
+            cache.fan_out(fan, mask)
+            return logits[fan], cache, mask.new_zeros(len(rows), 0), mask[fan].sum(-1, keepdim=True)
         _select_rows(cache, fan)
         mask = mask[fan]
         return logits[fan], cache, mask, mask.sum(-1, keepdim=True)
+
+    def _prefill_head(self, seqs: list[list[int]], cache, device) -> int:
+        """Prefill the tokens all ``seqs`` start with (a chat template's system turn, a
+        stage's instructions) once, copied to every prompt; returns how many."""
+        head = common_prefix_length(seqs)
+        if len(seqs) < 2 or head < MIN_COMMON_PREFIX:
+            return 0
+        ids = torch.tensor([seqs[0][:head]], device=device)
+        self._forward(ids, torch.ones_like(ids), torch.arange(head, device=device)[None], cache,
+                      logits_to_keep=1)
+        _select_rows(cache, torch.zeros(len(seqs), dtype=torch.long, device=device))
+        return head
 
     def _advance(self, rows: list[_Row], tokens: list[int], logprobs: list[float], stop,
                  max_new_tokens: int, bar) -> list[int]:
@@ -347,10 +387,19 @@ class Sampler:
 
         return joinable(preallocated_cache(self.model, 1))
 
+    def _shares_prompts(self) -> bool:
+        """Whether this call's continuous decoding keeps prompts shared (see __init__)."""
+        wanted = self.share_prompts
+        if wanted is None:
+            wanted = _device_of(self._generator_model).type == "cpu"
+        return wanted and shareable(self._generator_model)
+
     def _forward(self, input_ids, mask, positions, cache, logits_to_keep):
+        extra = {"shared_prompts": cache} if isinstance(cache, SharedPromptCache) else {}
         out = self._generator_model(input_ids=input_ids, attention_mask=mask,
                                     position_ids=positions, use_cache=True,
-                                    logits_to_keep=logits_to_keep, **{self._cache_kw: cache})
+                                    logits_to_keep=logits_to_keep, **{self._cache_kw: cache},
+                                    **extra)
         return out.logits[:, -1, :]
 
     def _finished(self, row: _Row, stop: list[str]) -> str | None:
