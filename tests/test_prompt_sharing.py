@@ -103,20 +103,35 @@ def test_sampler_samples_the_same_tokens_with_and_without_shared_prompts(family,
     assert model.config._attn_implementation == "sdpa"  # switched back after sampling
 
 
-def test_attention_is_switched_back_when_sampling_fails(monkeypatch):
+def _attention_while_sampling(monkeypatch, fail: bool = False, **options) -> str:
     tok = tiny_tokenizer()
     model = tiny_llama(tok, hidden_size=64)
-    sampler = Sampler(model, tok, chat=False, show_progress=False, share_prompts=True)
-    seen = []
+    sampler = Sampler(model, tok, chat=False, show_progress=False, **options)
+    seen, advance = [], sampler._advance
 
-    def fail(*args, **kwargs):
+    def spy(*args, **kwargs):
         seen.append(model.config._attn_implementation)
-        raise RuntimeError("boom")
+        if fail:
+            raise RuntimeError("boom")
+        return advance(*args, **kwargs)
 
-    monkeypatch.setattr(sampler, "_advance", fail)
-    with pytest.raises(RuntimeError, match="boom"):
+    monkeypatch.setattr(sampler, "_advance", spy)
+    try:
         sampler.sample(PROMPTS, 2, max_new_tokens=4)
-    assert seen == [ATTENTION] and model.config._attn_implementation == "sdpa"
+    finally:
+        assert model.config._attn_implementation == "sdpa"  # switched back, even on failure
+    return seen[0]
+
+
+def test_prompts_are_shared_by_default_on_a_cpu_and_not_when_asked(monkeypatch):
+    assert _attention_while_sampling(monkeypatch) == ATTENTION
+    assert _attention_while_sampling(monkeypatch, share_prompts=False) == "sdpa"
+    assert _attention_while_sampling(monkeypatch, decode="fast") == "sdpa"
+
+
+def test_attention_is_switched_back_when_sampling_fails(monkeypatch):
+    with pytest.raises(RuntimeError, match="boom"):
+        _attention_while_sampling(monkeypatch, fail=True)
 
 
 def test_bad_share_prompts_value_is_named():

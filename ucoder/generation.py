@@ -4,7 +4,9 @@ The :class:`Sampler` is the Hugging Face backend of the :class:`GenerationBacken
 interface (a vLLM backend can sit behind the same ``sample`` signature). What makes
 it fast on a CPU, where every forward pass is weight-bound:
 
-* a prompt is prefilled **once** and its KV cache is copied to its n samples;
+* a prompt is prefilled **once** for its n samples; on the continuous path its KV cache
+  is kept once and attended once per prompt (:mod:`ucoder.prompt_sharing`), elsewhere
+  it is copied to each sample;
 * prompts are grouped by length (little left padding) into batches of up to
   ``batch_size`` rows, so each weight load serves many tokens;
 * prefill computes logits for the last position only (the 49k-vocab head is costly);
@@ -12,7 +14,8 @@ it fast on a CPU, where every forward pass is weight-bound:
 * the KV cache is written into buffers sized for the whole sample
   (:mod:`ucoder.decoding`) instead of being re-concatenated at every step, log-probs
   come from one ``logsumexp`` rather than a full ``log_softmax``, and the per-step
-  bookkeeping reads each step's tokens in one transfer. ``decode="reference"`` keeps
+  bookkeeping reads each step's tokens in one transfer; on a CPU, freed memory stays in
+  the heap while decoding (:mod:`ucoder.heap`). ``decode="reference"`` keeps
   the earlier path (growing cache, full ``log_softmax``) for comparison; both compute
   the same distribution in the model's own dtype.
 
