@@ -23,9 +23,8 @@ def _touch_and_free(mib: int) -> None:
 
 
 def test_freed_blocks_stay_resident_inside_and_are_returned_on_exit():
-    base = _rss()
-    _touch_and_free(96)
-    assert _rss() - base < 32 * MIB  # glibc unmaps a block this large at once
+    # Outside the scope glibc maps such a block and unmaps it at free, unless its heap
+    # already has a free chunk that large (it depends on what the process did before).
     with reuse_freed_memory():
         base = _rss()
         _touch_and_free(96)
@@ -35,9 +34,3 @@ def test_freed_blocks_stay_resident_inside_and_are_returned_on_exit():
         assert _rss() - base < 3 * 96 * MIB
     assert _rss() - base < 32 * MIB
 
-
-def test_disabled_scope_changes_nothing():
-    with reuse_freed_memory(enabled=False):
-        base = _rss()
-        _touch_and_free(96)
-        assert _rss() - base < 32 * MIB

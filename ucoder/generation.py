@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -235,25 +235,32 @@ class Sampler:
                    disable=not self.show_progress, dynamic_ncols=True)
         start = time.perf_counter()
         on_cpu = _device_of(self.model).type == "cpu"
-        try:
-            with reuse_freed_memory(on_cpu and self.decode != "reference"):
-                if self.dtype is not None:
-                    from ucoder.models import merged_generation_copy
-
-                    self._generator_model = merged_generation_copy(self.model,
-                                                                   COPY_DTYPES[self.dtype])
+        try:  # the copy is freed before the heap scope hands memory back
+            with reuse_freed_memory(on_cpu and self.decode != "reference"), self._copy_made():
                 rows_at_once = self._rows_at_once(encoded, max_new_tokens)
                 produced = self._decode_all(encoded, rows, rows_at_once, bar, max_new_tokens,
                                             temperature, top_p, top_k, list(stop), generator)
         finally:
             bar.close()
-            self._generator_model = self.model  # free the copy
             self.model.train(was_training)
         seconds = time.perf_counter() - start
         self.last_stats = {"tokens": produced, "seconds": seconds,
                            "tokens_per_s": produced / max(seconds, 1e-9),
                            "rows_at_once": rows_at_once}
         return [[self._to_sample(r, texts[r.prompt_index], stop) for r in group] for group in rows]
+
+    @contextmanager
+    def _copy_made(self):
+        """Generate from a merged copy in ``dtype`` while inside (none when ``dtype`` is
+        None); the copy is freed on exit."""
+        if self.dtype is not None:
+            from ucoder.models import merged_generation_copy
+
+            self._generator_model = merged_generation_copy(self.model, COPY_DTYPES[self.dtype])
+        try:
+            yield
+        finally:
+            self._generator_model = self.model
 
     def _decode_all(self, encoded, rows: list[list[_Row]], rows_at_once: int, bar,
                     max_new_tokens, temperature, top_p, top_k, stop, generator) -> int:
