@@ -14,8 +14,7 @@ it fast on a CPU, where every forward pass is weight-bound:
 * the KV cache is written into buffers sized for the whole sample
   (:mod:`ucoder.decoding`) instead of being re-concatenated at every step, log-probs
   come from one ``logsumexp`` rather than a full ``log_softmax``, and the per-step
-  bookkeeping reads each step's tokens in one transfer; on a CPU, freed memory stays in
-  the heap while decoding (:mod:`ucoder.heap`). ``decode="reference"`` keeps
+  bookkeeping reads each step's tokens in one transfer. ``decode="reference"`` keeps
   the earlier path (growing cache, full ``log_softmax``) for comparison; both compute
   the same distribution in the model's own dtype.
 
@@ -51,7 +50,6 @@ from ucoder.decoding import new_cache as _new_cache
 from ucoder.decoding import pick as _pick
 from ucoder.decoding import plan_batches as _plan_batches
 from ucoder.decoding import select_rows as _select_rows
-from ucoder.heap import reuse_freed_memory
 from ucoder.prompt_sharing import SharedPromptCache, attention_of, shareable
 
 DECODE_PATHS = ("continuous", "fast", "reference")
@@ -234,9 +232,8 @@ class Sampler:
         bar = tqdm(total=len(prompts) * n, desc="sampling", unit="sample",
                    disable=not self.show_progress, dynamic_ncols=True)
         start = time.perf_counter()
-        on_cpu = _device_of(self.model).type == "cpu"
-        try:  # the copy is freed before the heap scope hands memory back
-            with reuse_freed_memory(on_cpu and self.decode != "reference"), self._copy_made():
+        try:
+            with self._copy_made():
                 rows_at_once = self._rows_at_once(encoded, max_new_tokens)
                 produced = self._decode_all(encoded, rows, rows_at_once, bar, max_new_tokens,
                                             temperature, top_p, top_k, list(stop), generator)
