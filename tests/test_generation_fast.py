@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
+from tests.tiny import tiny_family, tiny_llama, tiny_tokenizer
 from ucoder.decoding import (
     PreallocatedLayer,
     drop_rows,
@@ -20,11 +20,7 @@ PROMPTS = ["def add(a, b):", "x = [1, 2, 3]\nfor v in x:", "class Stack:\n    de
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def family(request):
-    if request.param == "llama":
-        tok = tiny_tokenizer()
-        return tiny_llama(tok, hidden_size=64), tok
-    tok = tiny_tokenizer(add_bos=False)
-    return tiny_gpt2(tok, hidden_size=64), tok
+    return tiny_family(request.param)
 
 
 def _run(model, tok, decode, **kw):

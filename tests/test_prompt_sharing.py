@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.tiny import tiny_gpt2, tiny_llama, tiny_tokenizer
+from tests.tiny import tiny_family, tiny_llama, tiny_tokenizer
 from ucoder.decoding import common_prefix_length
 from ucoder.generation import MIN_COMMON_PREFIX, Sampler
 from ucoder.prompt_sharing import ATTENTION, SharedPromptCache, shared_prompt_attention
@@ -76,11 +76,7 @@ def test_rows_moved_and_prompts_joined_keep_their_owners():
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def family(request):
-    if request.param == "llama":
-        tok = tiny_tokenizer()
-        return tiny_llama(tok, hidden_size=64), tok
-    tok = tiny_tokenizer(add_bos=False)
-    return tiny_gpt2(tok, hidden_size=64), tok
+    return tiny_family(request.param)
 
 
 @pytest.mark.parametrize("head", ["", HEAD], ids=["own-prompts", "common-head"])

@@ -150,3 +150,12 @@ def tiny_gpt2(
     )
     torch.manual_seed(seed)
     return _finish(GPT2LMHeadModel(config))
+
+
+def tiny_family(name: str, hidden_size: int = 64):
+    """``(model, tokenizer)`` of a tiny ``llama`` (RoPE, GQA, BOS) or ``gpt2`` (no BOS)."""
+    if name == "llama":
+        tok = tiny_tokenizer()
+        return tiny_llama(tok, hidden_size=hidden_size), tok
+    tok = tiny_tokenizer(add_bos=False)
+    return tiny_gpt2(tok, hidden_size=hidden_size), tok

@@ -22,7 +22,7 @@ from collections import deque
 
 import torch
 
-from ucoder.decoding import PreallocatedLayer
+from ucoder.decoding import PreallocatedLayer, pad_mask_left
 from ucoder.prompt_sharing import SharedPromptCache
 
 
@@ -39,7 +39,7 @@ def join(cache_a, mask_a: torch.Tensor, cache_b, mask_b: torch.Tensor, spare: in
     left; ``spare`` more positions are preallocated for the steps to come.
     """
     width = max(mask_a.shape[1], mask_b.shape[1])
-    mask = torch.cat([_pad_left(mask_a, width), _pad_left(mask_b, width)])
+    mask = torch.cat([pad_mask_left(mask_a, width), pad_mask_left(mask_b, width)])
     used = mask.any(0).nonzero()
     lead = int(used[0]) if len(used) else 0
     mask = mask[:, lead:]
@@ -49,9 +49,6 @@ def join(cache_a, mask_a: torch.Tensor, cache_b, mask_b: torch.Tensor, spare: in
         cache_a.join(cache_b)
     return mask
 
-
-def _pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.cat([mask.new_zeros(mask.shape[0], width - mask.shape[1]), mask], dim=1)
 
 
 def _join_layer(a: PreallocatedLayer, b: PreallocatedLayer, width: int, lead: int,

@@ -133,6 +133,11 @@ def common_prefix_length(seqs: list[list[int]]) -> int:
     return min(shared, min(len(s) for s in seqs) - 1)
 
 
+def pad_mask_left(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad a 2-D attention mask with zeros (not attended) to ``width`` columns."""
+    return torch.cat([mask.new_zeros(mask.shape[0], width - mask.shape[1]), mask], dim=1)
+
+
 def plan_batches(encoded: list[list[int]], n: int, batch_size: int) -> list[list[tuple[int, int]]]:
     """Group (prompt, sample) pairs into batches of similar prompt length.
 

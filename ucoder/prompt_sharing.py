@@ -24,7 +24,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ucoder.decoding import PreallocatedLayer
+from ucoder.decoding import PreallocatedLayer, pad_mask_left
 
 ATTENTION = "ucoder_shared_prompt"
 
@@ -85,10 +85,7 @@ class SharedPromptCache(DynamicCache):
     """
 
     def __init__(self, model, capacity: int):
-        try:
-            super().__init__(config=model.config)
-        except TypeError:  # older transformers
-            super().__init__()
+        super().__init__(config=model.config)  # shareable() needs this signature
         self.layers = [SharedPromptLayer(capacity) for _ in self.layers]
         self.owner: torch.Tensor | None = None
         self.prompt_mask: torch.Tensor | None = None
@@ -152,7 +149,7 @@ class SharedPromptCache(DynamicCache):
         """Append ``other``'s prompts and owners (its rows' own tokens are joined by
         :func:`ucoder.continuous.join`); prompts no row uses any more are dropped."""
         width = max(self.prompt_mask.shape[1], other.prompt_mask.shape[1])
-        mask = torch.cat([_pad_left(self.prompt_mask, width), _pad_left(other.prompt_mask, width)])
+        mask = torch.cat([pad_mask_left(m, width) for m in (self.prompt_mask, other.prompt_mask)])
         owner = torch.cat([self.owner, other.owner + len(self.prompt_mask)])
         used, owner = torch.unique(owner, return_inverse=True)
         mask = mask[used]
@@ -169,9 +166,6 @@ def _bias(mask: torch.Tensor) -> torch.Tensor:
     """0 where ``mask`` is True, -inf where it is False (float32)."""
     return torch.zeros(mask.shape).masked_fill_(~mask, float("-inf")).to(mask.device)
 
-
-def _pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.cat([mask.new_zeros(mask.shape[0], width - mask.shape[1]), mask], dim=1)
 
 
 def _pad_kv(kv: torch.Tensor, width: int) -> torch.Tensor:
