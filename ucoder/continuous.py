@@ -53,18 +53,21 @@ def join(cache_a, mask_a: torch.Tensor, cache_b, mask_b: torch.Tensor, spare: in
 
 def _join_layer(a: PreallocatedLayer, b: PreallocatedLayer, width: int, lead: int,
                 spare: int) -> None:
-    """Give ``a`` the joined buffers (zeros where padded: 0 attention x garbage is NaN)."""
+    """Give ``a`` the joined buffers: zeros where padded (0 attention x garbage is NaN);
+    the spare positions stay unwritten until a step fills them."""
     length = width - lead
     rows = a.keys.shape[0] + b.keys.shape[0]
     shape = (rows, a.keys.shape[1], length + spare, a.keys.shape[-1])
-    k, v = a.keys.new_zeros(shape), a.values.new_zeros(shape)
+    k, v = a.keys.new_empty(shape), a.values.new_empty(shape)
     start = 0
     for src in (a, b):
         n, cols = src.keys.shape[0], src.keys.shape[-2]
         offset = width - cols - lead  # where the source's first column lands
         skip = max(0, -offset)
-        k[start:start + n, :, offset + skip:length] = src.keys[:, :, skip:]
-        v[start:start + n, :, offset + skip:length] = src.values[:, :, skip:]
+        first = offset + skip
+        for buf, kv in ((k, src.keys), (v, src.values)):
+            buf[start:start + n, :, :first] = 0
+            buf[start:start + n, :, first:length] = kv[:, :, skip:]
         start += n
     a._k, a._v, a._len = k, v, length
     a.keys, a.values = k[:, :, :length], v[:, :, :length]

@@ -50,6 +50,7 @@ from ucoder.decoding import new_cache as _new_cache
 from ucoder.decoding import pick as _pick
 from ucoder.decoding import plan_batches as _plan_batches
 from ucoder.decoding import select_rows as _select_rows
+from ucoder.output_head import chunked_head
 from ucoder.prompt_sharing import SharedPromptCache, attention_of, shareable
 
 DECODE_PATHS = ("continuous", "fast", "reference")
@@ -161,6 +162,7 @@ class Sampler:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.last_stats: dict[str, float] = {}
         self._sharing = False  # set while a continuous decode keeps prompts shared
+        self._head = None  # the output layer's ChunkedHead while a fast decode runs
 
     # -- prompts -------------------------------------------------------------------------
     def format_prompt(self, prompt: str, prefix: str = "") -> str:
@@ -233,7 +235,7 @@ class Sampler:
                    disable=not self.show_progress, dynamic_ncols=True)
         start = time.perf_counter()
         try:
-            with self._copy_made():
+            with self._copy_made(), self._chunked_head():
                 rows_at_once = self._rows_at_once(encoded, max_new_tokens)
                 produced = self._decode_all(encoded, rows, rows_at_once, bar, max_new_tokens,
                                             temperature, top_p, top_k, list(stop), generator)
@@ -258,6 +260,18 @@ class Sampler:
             yield
         finally:
             self._generator_model = self.model
+
+    @contextmanager
+    def _chunked_head(self):
+        """The generating model's output layer as a :class:`~ucoder.output_head.ChunkedHead`
+        while inside, where it can be (not for ``decode="reference"``)."""
+        use = self.decode != "reference"
+        with chunked_head(self._generator_model) if use else nullcontext() as head:
+            self._head = head
+            try:
+                yield
+            finally:
+                self._head = None
 
     def _decode_all(self, encoded, rows: list[list[_Row]], rows_at_once: int, bar,
                     max_new_tokens, temperature, top_p, top_k, stop, generator) -> int:
@@ -385,7 +399,9 @@ class Sampler:
             idx = torch.tensor(order, device=token.device)
             token, mask, next_pos = token[idx], mask[idx], next_pos[idx]
         mask = torch.cat([mask, mask.new_ones(len(keep), 1)], dim=-1)
-        logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
+        # The last step's logits have been drawn from: this step may overwrite them.
+        with self._head.reusing() if self._head is not None else nullcontext():
+            logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
         return logits, mask, next_pos + 1, order
 
     def _joinable(self) -> bool:
