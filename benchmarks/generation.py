@@ -19,7 +19,8 @@ prompts x 8 samples; `before` and `fast` in batches of 64):
 * ``model.generate`` one prompt at a time (naive, a subset of rows, compared as a rate);
 * with ``--bf16``, the opt-in ``Sampler(dtype="bfloat16")`` (different numerics);
 * the roofline: fp32 matmul GFLOP/s of the model's own layer shapes at the batch used
-  (output layer included) and of a large GEMM, on the Sampler's threads.
+  (output layer included) and of a large GEMM, on the Sampler's threads; and the output
+  layer as the Sampler decodes it (vocabulary chunks into a reused buffer), by chunk.
 
 Runners take turns (one repeat of each, then the next repeat), and each figure is the
 median over ``--repeats``. Rates are tokens per CPU-second of this process (steady on a
@@ -39,6 +40,7 @@ import torch
 from ucoder.generation import Sampler
 from ucoder.ipc.prompts import SOLUTION_PREFIX, SOLUTION_STOP
 from ucoder.models import EMBEDDED_MODEL, load_model
+from ucoder.output_head import CHUNK, ChunkedHead
 
 PROMPTS = [
     "Write a Python function `is_palindrome(s: str) -> bool` that ignores case and spaces.",
@@ -90,6 +92,20 @@ def gemm_gflops(m: int, k: int, n: int, seconds: float = 0.3) -> float:
     return 2 * m * k * n * reps / (time.process_time() - start) / 1e9
 
 
+def head_gflops(m: int, k: int, n: int, chunk: int, seconds: float = 0.3) -> float:
+    """Like :func:`gemm_gflops` for the output layer as the Sampler computes it while
+    decoding: ``chunk`` vocabulary columns per product, into one reused buffer."""
+    head = torch.nn.Linear(k, n, bias=False)
+    chunked, x = ChunkedHead(head, chunk=chunk), torch.randn(m, 1, k)
+    with torch.no_grad(), chunked.reusing():
+        chunked(x)  # warm-up, and the buffer
+        reps, start = 0, time.process_time()
+        while time.process_time() - start < seconds or reps < 3:
+            chunked(x)
+            reps += 1
+    return 2 * m * k * n * reps / (time.process_time() - start) / 1e9
+
+
 def layer_shapes(config) -> list[tuple[str, int, int, int]]:
     """(name, k, n, count per token) of every matmul of a Llama-style decoder."""
     h, inter = config.hidden_size, config.intermediate_size
@@ -112,6 +128,9 @@ def roofline(config, batch: int) -> dict[str, float]:
         step_s += count * 2 * batch * k * n / (rate * 1e9)
         flops += count * 2 * k * n
         print(f"  {name:<18} {batch}x{k}x{n:<6} x{count:<3} {rate:6.1f} GFLOP/s")
+    k, n = config.hidden_size, config.vocab_size
+    rates = "  ".join(f"{c}: {head_gflops(batch, k, n, c):5.1f}" for c in (256, CHUNK, 2048, n))
+    print(f"  lm_head as decoded (vocabulary columns per product: GFLOP/s) {rates}")
     shapes = batch / step_s
     print(f"matmul FLOPs/token {flops / 1e6:.0f} M; ceiling from the model's shapes "
           f"{shapes:6.1f} tokens/s ({flops * shapes / 1e9:.1f} GFLOP/s), from the large-GEMM "
