@@ -3,10 +3,12 @@ rounding; bit for bit on this CPU), the same samples, and only where it is safe.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
-from tests.tiny import tiny_family, tiny_llama, tiny_tokenizer
+from tests.tiny import record_while_decoding, tiny_family, tiny_llama, tiny_tokenizer
 from ucoder import output_head
 from ucoder.generation import Sampler
 from ucoder.output_head import ChunkedHead, chunkable, chunked_head
@@ -73,22 +75,14 @@ def test_sampler_samples_exactly_the_same_with_and_without_it(family, decode, kw
 
 
 def _not_chunked(model):
-    return output_head.contextlib.nullcontext()
+    return contextlib.nullcontext()
 
 
 def _head_while_sampling(monkeypatch, fail: bool = False, **options):
     tok = tiny_tokenizer()
     model = tiny_llama(tok)
     sampler = Sampler(model, tok, chat=False, show_progress=False, **options)
-    seen, advance = [], sampler._advance
-
-    def spy(*args, **kwargs):
-        seen.append(sampler._head)
-        if fail:
-            raise RuntimeError("boom")
-        return advance(*args, **kwargs)
-
-    monkeypatch.setattr(sampler, "_advance", spy)
+    seen = record_while_decoding(monkeypatch, sampler, lambda: sampler._head, fail)
     try:
         sampler.sample(PROMPTS, 2, max_new_tokens=4)
     finally:

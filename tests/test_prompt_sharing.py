@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.tiny import tiny_family, tiny_llama, tiny_tokenizer
+from tests.tiny import record_while_decoding, tiny_family, tiny_llama, tiny_tokenizer
 from ucoder.decoding import common_prefix_length
 from ucoder.generation import MIN_COMMON_PREFIX, Sampler
 from ucoder.prompt_sharing import ATTENTION, SharedPromptCache, shared_prompt_attention
@@ -103,15 +103,8 @@ def _attention_while_sampling(monkeypatch, fail: bool = False, **options) -> str
     tok = tiny_tokenizer()
     model = tiny_llama(tok, hidden_size=64)
     sampler = Sampler(model, tok, chat=False, show_progress=False, **options)
-    seen, advance = [], sampler._advance
-
-    def spy(*args, **kwargs):
-        seen.append(model.config._attn_implementation)
-        if fail:
-            raise RuntimeError("boom")
-        return advance(*args, **kwargs)
-
-    monkeypatch.setattr(sampler, "_advance", spy)
+    seen = record_while_decoding(monkeypatch, sampler,
+                                 lambda: model.config._attn_implementation, fail)
     try:
         sampler.sample(PROMPTS, 2, max_new_tokens=4)
     finally:

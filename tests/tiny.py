@@ -159,3 +159,18 @@ def tiny_family(name: str, hidden_size: int = 64):
         return tiny_llama(tok, hidden_size=hidden_size), tok
     tok = tiny_tokenizer(add_bos=False)
     return tiny_gpt2(tok, hidden_size=hidden_size), tok
+
+
+def record_while_decoding(monkeypatch, sampler, look, fail: bool = False) -> list:
+    """Record ``look()`` at every decoding step of ``sampler`` (its ``_advance`` is
+    wrapped); with ``fail``, the first step raises ``RuntimeError("boom")``."""
+    seen, advance = [], sampler._advance
+
+    def spy(*args, **kwargs):
+        seen.append(look())
+        if fail:
+            raise RuntimeError("boom")
+        return advance(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "_advance", spy)
+    return seen
