@@ -224,8 +224,9 @@ def extract_positions(
 
 
 def _skip_logits_kwargs(model) -> dict:
-    """``logits_to_keep=1`` where the forward takes it: the output layer over every
-    position is a fifth of a small model's FLOPs, and only hidden states are read."""
+    """The output layer at one position only, where the forward takes ``logits_to_keep``:
+    over every position it is a fifth of a small model's FLOPs, and only hidden states are
+    read. An index rather than ``1`` (see :func:`ucoder.decoding.last_logits_only`)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    return {"logits_to_keep": torch.tensor([0])} if "logits_to_keep" in params else {}

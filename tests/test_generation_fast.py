@@ -10,6 +10,7 @@ from ucoder.decoding import (
     PreallocatedLayer,
     drop_rows,
     kv_bytes_per_token,
+    last_logits_only,
     logsumexp_,
     preallocated_cache,
 )
@@ -208,3 +209,30 @@ def test_in_place_logsumexp_equals_torchs_bit_for_bit():
     x[2] = float("-inf")  # a row with no finite logit stays -inf, as in torch
     expected = x.logsumexp(dim=-1)
     assert torch.equal(logsumexp_(x.clone()), expected)
+
+
+@pytest.mark.parametrize("decode", ["reference", "fast", "continuous"])
+def test_the_output_layer_gets_contiguous_rows_in_every_forward(family, decode):
+    """``logits_to_keep=1`` would hand the output layer a strided view of the last
+    position, which torch multiplies through a copy of the layer's weight per prompt."""
+    model, tok = family
+    seen = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
+    try:
+        _run(model, tok, decode, seed=0)
+    finally:
+        hook.remove()
+    assert any(shape[0] > 1 for shape, _ in seen)  # prefills of several prompts ran
+    assert all(contiguous for _, contiguous in seen), seen
+
+
+def test_last_logits_only_keeps_the_same_logits(family):
+    model, _ = family
+    ids = torch.randint(5, 100, (3, 7))
+    with torch.no_grad():
+        by_count = model(input_ids=ids, logits_to_keep=1).logits
+        by_index = model(input_ids=ids, logits_to_keep=last_logits_only(ids)).logits
+    assert by_index.shape == by_count.shape == (3, 1, model.config.vocab_size)
+    torch.testing.assert_close(by_index, by_count, rtol=0, atol=0)
+    assert last_logits_only(ids[:, :1]) == 1  # a decoding step is contiguous already

@@ -111,6 +111,22 @@ def drop_rows(cache, keep: list[int], total: int, device) -> list[int]:
     return order
 
 
+def last_logits_only(input_ids: torch.Tensor) -> int | torch.Tensor:
+    """``logits_to_keep`` for the last position only, as an index tensor when the input is
+    longer than one token.
+
+    ``logits_to_keep=1`` makes transformers slice the hidden states to a view that
+    ``torch.matmul`` cannot fold into one matrix, so the output layer runs as a batched
+    product through a contiguous copy of its weight per sequence (8 prompts of the embedded
+    model: 8 x 576 x 49152 values). An index gathers the last position into a contiguous
+    tensor first; the logits are the same dot products. The index stays on the CPU, which
+    indexes a tensor on any device (with ``device_map="auto"`` the last hidden states need
+    not sit where the inputs do).
+    """
+    width = input_ids.shape[-1]
+    return 1 if width == 1 else torch.tensor([width - 1])
+
+
 def left_pad(seqs: list[list[int]], pad_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ``(input_ids, attention_mask)`` tensors."""
     width = max(len(s) for s in seqs)

@@ -39,6 +39,7 @@ from ucoder.decoding import (
     common_prefix_length,
     kv_budget_bytes,
     kv_bytes_per_token,
+    last_logits_only,
     preallocated_cache,
 )
 from ucoder.decoding import check_args as _check_args
@@ -338,7 +339,7 @@ class Sampler:
         input_ids, tail_mask = _left_pad([s[head:] for s in seqs], self.tokenizer.pad_token_id)
         mask = torch.cat([tail_mask.new_ones(len(seqs), head), tail_mask], dim=1).to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
-        logits = self._forward(input_ids.to(device), mask, positions, cache, logits_to_keep=1)
+        logits = self._forward(input_ids.to(device), mask, positions, cache)
         # Fan out: row r continues prompt prompt_ids.index(r.prompt_index).
         slot = {p: k for k, p in enumerate(prompt_ids)}
         fan = torch.tensor([slot[r.prompt_index] for r in rows], device=device)
@@ -356,8 +357,7 @@ class Sampler:
         if len(seqs) < 2 or head < MIN_COMMON_PREFIX:
             return 0
         ids = torch.tensor([seqs[0][:head]], device=device)
-        self._forward(ids, torch.ones_like(ids), torch.arange(head, device=device)[None], cache,
-                      logits_to_keep=1)
+        self._forward(ids, torch.ones_like(ids), torch.arange(head, device=device)[None], cache)
         _select_rows(cache, torch.zeros(len(seqs), dtype=torch.long, device=device))
         return head
 
@@ -401,7 +401,7 @@ class Sampler:
         mask = torch.cat([mask, mask.new_ones(len(keep), 1)], dim=-1)
         # The last step's logits have been drawn from: this step may overwrite them.
         with self._head.reusing() if self._head is not None else nullcontext():
-            logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache, logits_to_keep=1)
+            logits = self._forward(token.unsqueeze(-1), mask, next_pos, cache)
         return logits, mask, next_pos + 1, order
 
     def _joinable(self) -> bool:
@@ -417,11 +417,13 @@ class Sampler:
             wanted = _device_of(self._generator_model).type == "cpu"
         return wanted and shareable(self._generator_model)
 
-    def _forward(self, input_ids, mask, positions, cache, logits_to_keep):
+    def _forward(self, input_ids, mask, positions, cache):
+        """The model's logits at the last position, one row per sequence."""
         extra = {"shared_prompts": cache} if isinstance(cache, SharedPromptCache) else {}
         out = self._generator_model(input_ids=input_ids, attention_mask=mask,
                                     position_ids=positions, use_cache=True,
-                                    logits_to_keep=logits_to_keep, **{self._cache_kw: cache},
+                                    logits_to_keep=last_logits_only(input_ids),
+                                    **{self._cache_kw: cache},
                                     **extra)
         return out.logits[:, -1, :]
 

@@ -67,6 +67,7 @@ def _batches(conts: list[list[list[int]]], batch_size: int) -> list[list[int]]:
 
 
 def _score_batch(sampler, prompts, conts, batch: list[int], out) -> None:
+    from ucoder.decoding import last_logits_only
     from ucoder.generation import _device_of, _left_pad, _new_cache
 
     model, device = sampler.model, _device_of(sampler.model)
@@ -75,7 +76,8 @@ def _score_batch(sampler, prompts, conts, batch: list[int], out) -> None:
     cache = _new_cache(model)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     first = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                  logits_to_keep=1, **{sampler._cache_kw: cache}).logits[:, -1, :].float()
+                  logits_to_keep=last_logits_only(ids),
+                  **{sampler._cache_kw: cache}).logits[:, -1, :].float()
     first = torch.log_softmax(first, dim=-1)
     rows = [(k, i, j) for k, i in enumerate(batch) for j in range(len(conts[i]))]
     for k, i, j in rows:
