@@ -4,6 +4,7 @@ rounding; bit for bit on this CPU), the same samples, and only where it is safe.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -36,6 +37,22 @@ def test_chunked_logits_equal_the_layer(bias, size):
         torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_bfloat16_layer_gives_its_logits_widened_to_float32(bias):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(48, 1000, bias=bias).to(torch.bfloat16)
+    chunked = ChunkedHead(head)
+    assert chunked.chunk == 1000  # the whole vocabulary in one bf16 product
+    for rows in (5, 9, 3):
+        hidden = torch.randn(rows, 1, 48, dtype=torch.bfloat16)
+        with torch.no_grad():
+            with chunked.reusing():
+                logits = chunked(hidden)
+            expected = head(hidden).float()  # what the Sampler's widening gives
+        assert logits.dtype == torch.float32 and logits.shape == (rows, 1, 1000)
+        torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
 def test_only_decoding_steps_share_the_buffer():
     head = torch.nn.Linear(16, 100, bias=False)
     chunked, hidden = ChunkedHead(head, chunk=64), torch.randn(4, 1, 16)
@@ -55,10 +72,13 @@ def family(request):
     return tiny_family(request.param)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("decode", ["continuous", "fast"])
 @pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=0.8, top_p=0.9, seed=5)])
-def test_sampler_samples_exactly_the_same_with_and_without_it(family, decode, kw, monkeypatch):
+def test_sampler_samples_exactly_the_same_with_and_without_it(family, decode, kw, dtype,
+                                                              monkeypatch):
     model, tok = family
+    model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
     monkeypatch.setattr(output_head, "CHUNK", 64)  # several chunks of the tiny vocabulary
     runs = {}
     for chunk in (True, False):
@@ -103,7 +123,8 @@ def test_layers_it_cannot_stand_in_for_are_left_alone():
     tok = tiny_tokenizer()
     model = tiny_llama(tok)
     assert chunkable(model) is model.lm_head
-    assert chunkable(tiny_llama(tok).to(torch.bfloat16)) is None  # measured in float32 only
+    assert chunkable(tiny_llama(tok).to(torch.bfloat16)) is not None
+    assert chunkable(tiny_llama(tok).to(torch.float16)) is None  # measured in fp32 and bf16 only
     hooked = tiny_llama(tok)
     hooked.lm_head.register_forward_hook(lambda *a: None)
     assert chunkable(hooked) is None  # a hook would be skipped
