@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from tests.tiny import record_while_decoding, tiny_family, tiny_llama, tiny_tokenizer
 from ucoder.decoding import common_prefix_length
 from ucoder.generation import MIN_COMMON_PREFIX, Sampler
-from ucoder.prompt_sharing import ATTENTION, SharedPromptCache, shared_prompt_attention
+from ucoder.prompt_sharing import (
+    ATTENTION,
+    SharedPromptCache,
+    _scores,
+    shared_prompt_attention,
+)
 
 PROMPTS = ["def add(a, b):", "x = [1, 2, 3]\nfor v in x:", "class Stack:\n    def push(self, v):",
            "import os"]
@@ -32,7 +37,8 @@ def _cache_with(prompt_k, prompt_v, prompt_mask, owner, own_k, own_v):
     return cache
 
 
-def test_attention_equals_sdpa_over_each_rows_prompt_and_own_tokens():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_equals_sdpa_over_each_rows_prompt_and_own_tokens(dtype):
     g = torch.Generator().manual_seed(0)
     prompts, kv_heads, group, width, own, dim = 3, 2, 3, 7, 4, 16
     owner = torch.tensor([2, 0, 0, 2, 1, 0])  # uneven: 3, 1 and 2 rows per prompt
@@ -44,6 +50,8 @@ def test_attention_equals_sdpa_over_each_rows_prompt_and_own_tokens():
     own_mask = torch.ones(rows, own, dtype=torch.bool)
     own_mask[4, :2] = False  # a row that joined later
     query = torch.randn(rows, kv_heads * group, 1, dim, generator=g)
+    prompt_k, prompt_v, own_k, own_v, query = (x.to(dtype) for x in (prompt_k, prompt_v, own_k,
+                                                                     own_v, query))
     cache = _cache_with(prompt_k, prompt_v, prompt_mask, owner, own_k, own_v)
     out, _ = shared_prompt_attention(SimpleNamespace(layer_idx=0), query, own_k, own_v,
                                      own_mask[:, None, None, :], scaling=dim ** -0.5,
@@ -51,9 +59,22 @@ def test_attention_equals_sdpa_over_each_rows_prompt_and_own_tokens():
     keys = torch.cat([prompt_k[owner], own_k], dim=2).repeat_interleave(group, dim=1)
     values = torch.cat([prompt_v[owner], own_v], dim=2).repeat_interleave(group, dim=1)
     mask = torch.cat([prompt_mask[owner], own_mask], dim=1)[:, None, None, :]
-    expected = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
-    assert out.shape == (rows, 1, kv_heads * group, dim)
-    torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-6, rtol=1e-5)
+    expected = F.scaled_dot_product_attention(query.float(), keys.float(), values.float(),
+                                              attn_mask=mask).to(dtype)
+    assert out.shape == (rows, 1, kv_heads * group, dim) and out.dtype == dtype
+    tolerance = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out, expected.transpose(1, 2), **tolerance)
+
+
+def test_bfloat16_scores_from_a_strided_key_equal_the_direct_product():
+    g = torch.Generator().manual_seed(0)
+    buffer = torch.randn(5, 3, 40, 16, generator=g).to(torch.bfloat16)
+    key = buffer[:, :, :23]  # the filled part of a preallocated buffer
+    q = torch.randn(5, 3, 2, 16, generator=g).to(torch.bfloat16)
+    scores = _scores(q, key)
+    assert scores.is_contiguous() and scores.shape == (5, 3, 2, 23)
+    expected = torch.matmul(q.float(), key.float().transpose(-1, -2)).to(torch.bfloat16)
+    torch.testing.assert_close(scores, expected, atol=0, rtol=8e-3)  # bf16 rounding
 
 
 def test_rows_moved_and_prompts_joined_keep_their_owners():

@@ -211,12 +211,22 @@ def shared_prompt_attention(module, query, key, value, attention_mask, *, scalin
 def _partial(q, key, value, bias):
     """``(max, sum of exp, exp-weighted values)`` of one part's scores (``bias``: 0 where
     attended, -inf where masked, or None)."""
-    scores = torch.matmul(q, key.transpose(-1, -2))
+    scores = _scores(q, key)
     if bias is not None:
         scores.add_(bias)
     top = scores.amax(dim=-1, keepdim=True)
     weights = scores.sub_(top).exp_()
     return top, weights.sum(dim=-1, keepdim=True), torch.matmul(weights, value)
+
+
+def _scores(q, key):
+    """``q @ keyᵀ`` per row and head. On a CPU, torch's bf16 batched product copies the
+    transposed key (a strided view of its preallocated buffer) at every call, so there it
+    takes ``(key @ qᵀ)ᵀ``, made contiguous: a copy of the scores only (rows x heads x
+    tokens). Float32 keeps the direct product, which needs no copy."""
+    if key.dtype == torch.float32 or key.device.type != "cpu":
+        return torch.matmul(q, key.transpose(-1, -2))
+    return torch.matmul(key, q.transpose(-1, -2)).transpose(-1, -2).contiguous()
 
 
 def _prompt_partial(q, cache: SharedPromptCache, layer_idx: int):
