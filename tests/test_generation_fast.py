@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.tiny import tiny_family, tiny_llama, tiny_tokenizer
+from tests.tiny import assert_same_samples, tiny_family, tiny_llama, tiny_tokenizer
 from ucoder.decoding import (
     PreallocatedLayer,
     drop_rows,
@@ -34,10 +34,7 @@ def _run(model, tok, decode, **kw):
 def test_fast_path_samples_what_the_reference_path_samples(family, kw):
     model, tok = family
     fast, ref = _run(model, tok, "fast", **kw), _run(model, tok, "reference", **kw)
-    for g_fast, g_ref in zip(fast, ref):
-        for a, b in zip(g_fast, g_ref):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-4)
+    assert_same_samples(fast, ref, logprob_abs=1e-4)
 
 
 def test_unknown_decode_path_is_named():

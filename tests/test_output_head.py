@@ -9,7 +9,13 @@ import copy
 import pytest
 import torch
 
-from tests.tiny import record_while_decoding, tiny_family, tiny_llama, tiny_tokenizer
+from tests.tiny import (
+    assert_same_samples,
+    record_while_decoding,
+    tiny_family,
+    tiny_llama,
+    tiny_tokenizer,
+)
 from ucoder import output_head
 from ucoder.generation import Sampler
 from ucoder.output_head import ChunkedHead, chunkable, chunked_head
@@ -87,10 +93,7 @@ def test_sampler_samples_exactly_the_same_with_and_without_it(family, decode, kw
         sampler = Sampler(model, tok, chat=False, show_progress=False, batch_size=5,
                           decode=decode)
         runs[chunk] = sampler.sample(PROMPTS, 3, max_new_tokens=20, stop=STOP, **kw)
-    for g_chunked, g_plain in zip(runs[True], runs[False]):
-        for a, b in zip(g_chunked, g_plain):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-5)
+    assert_same_samples(runs[True], runs[False], logprob_abs=1e-5)
     assert "forward" not in vars(model.get_output_embeddings())  # removed afterwards
 
 

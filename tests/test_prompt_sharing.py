@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.tiny import record_while_decoding, tiny_family, tiny_llama, tiny_tokenizer
+from tests.tiny import (
+    assert_same_samples,
+    record_while_decoding,
+    tiny_family,
+    tiny_llama,
+    tiny_tokenizer,
+)
 from ucoder.decoding import common_prefix_length
 from ucoder.generation import MIN_COMMON_PREFIX, Sampler
 from ucoder.prompt_sharing import (
@@ -113,10 +119,7 @@ def test_sampler_samples_the_same_tokens_with_and_without_shared_prompts(family,
         sampler = Sampler(model, tok, chat=False, show_progress=False, batch_size=5,
                           share_prompts=share)
         runs[share] = sampler.sample(prompts, 3, max_new_tokens=20, stop=STOP, **kw)
-    for g_plain, g_shared in zip(runs[False], runs[True]):
-        for a, b in zip(g_plain, g_shared):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-4)
+    assert_same_samples(runs[False], runs[True], logprob_abs=1e-4)
     assert model.config._attn_implementation == "sdpa"  # switched back after sampling
 
 

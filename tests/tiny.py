@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
@@ -174,3 +175,14 @@ def record_while_decoding(monkeypatch, sampler, look, fail: bool = False) -> lis
 
     monkeypatch.setattr(sampler, "_advance", spy)
     return seen
+
+
+def assert_same_samples(runs_a, runs_b, logprob_abs: float) -> None:
+    """Two ``Sampler.sample`` results drew the same tokens with the same finish reasons,
+    and their summed log-probs agree within ``logprob_abs``."""
+    assert len(runs_a) == len(runs_b)
+    for group_a, group_b in zip(runs_a, runs_b):
+        assert len(group_a) == len(group_b)
+        for a, b in zip(group_a, group_b):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=logprob_abs)
