@@ -63,6 +63,7 @@ def problems() -> list[Problem]:
 
 def training_model():
     """The embedded model as QLoRA trains it: 4-bit base + LoRA with non-zero B."""
+    torch.manual_seed(0)  # peft draws lora_A from the global generator
     model, tok = load_model(EMBEDDED_MODEL, load_in_4bit=True, device="cpu",
                             lora=LoraOptions(r=16, alpha=32, dropout=0.05))
     gen = torch.Generator().manual_seed(0)
