@@ -79,8 +79,8 @@ def test_preallocated_cache_gives_the_same_logits_as_a_forward_pass():
     assert all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
     with torch.no_grad():
         full = model(ids).logits[0]
-        first = model(ids[:, :5], past_key_values=cache, use_cache=True).logits[0]
-        steps = [model(ids[:, i:i + 1], past_key_values=cache, use_cache=True).logits[0, -1]
+        first = model(ids[:, :5], cache=cache, use_cache=True).logits[0]
+        steps = [model(ids[:, i:i + 1], cache=cache, use_cache=True).logits[0, -1]
                  for i in range(5, ids.shape[1])]
     got = torch.cat([first, torch.stack(steps)])
     assert torch.allclose(got, full, atol=1e-5), (got - full).abs().max()
