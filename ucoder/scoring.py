@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ucoder.decoding import device_of, last_logits_only, left_pad, new_cache
+
 
 def score_continuations(sampler, texts: Sequence[str],
                         continuations: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -67,13 +69,10 @@ def _batches(conts: list[list[list[int]]], batch_size: int) -> list[list[int]]:
 
 
 def _score_batch(sampler, prompts, conts, batch: list[int], out) -> None:
-    from ucoder.decoding import last_logits_only
-    from ucoder.generation import _device_of, _left_pad, _new_cache
-
-    model, device = sampler.model, _device_of(sampler.model)
-    ids, mask = _left_pad([prompts[i] for i in batch], sampler.tokenizer.pad_token_id)
+    model, device = sampler.model, device_of(sampler.model)
+    ids, mask = left_pad([prompts[i] for i in batch], sampler.tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
-    cache = _new_cache(model)
+    cache = new_cache(model)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     first = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                   logits_to_keep=last_logits_only(ids),
