@@ -106,6 +106,6 @@ def test_demo_loop_is_one_callback_built_from_its_parts():
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--loop", type=SelfTraining)
     loop = parser.instantiate_classes(parser.parse_object({"loop": loops[0].as_dict()})).loop
-    assert isinstance(loop.round_step, RoundStep) and loop.round_step.round_config.problems == 12
+    assert isinstance(loop.round_step, RoundStep) and loop.round_step.round_config.problems == 32
     assert isinstance(loop.evaluate, PassAtKEvaluator) and loop.evaluate.limit == 40
     assert isinstance(loop.probe, ProbeRefitter) and loop.generation == "training_weights"
